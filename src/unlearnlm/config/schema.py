@@ -1,0 +1,100 @@
+"""Every option of every command, with its default, in one typed place.
+
+One tree serves all commands: ``finetune`` reads ``model``/``data``/``finetune``,
+``unlearn`` adds ``unlearn``, ``eval`` reads ``eval``, and ``run`` uses all of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SPLITS = ("forget01", "forget05", "forget10", "real_world")
+SCENARIOS = ("fictitious", "continual", "real_world")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"  # offline alias, local HF folder, or hub id
+    prompt_format: str = "auto"  # auto: chat template if the tokenizer has one, else plain
+    system_prompt: str | None = None  # None: whatever the chat template does by default
+    question_start: str = "Question: "  # plain/custom formats only
+    question_end: str = "\n"
+    answer_start: str = "Answer:"
+    answer_prefix: str = " "  # joins "Answer:" and the answer as one text would tokenize
+    trust_remote_code: bool = False  # never run a model repo's code unless asked
+    cache_dir: str | None = None  # converted offline models; default ~/.cache/unlearnlm
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None  # default: $UNLEARNLM_DATA_DIR, then ../shared/data
+    split: str = "forget01"  # forget01 | forget05 | forget10 | real_world
+    tasks: list[str] = field(default_factory=lambda: ["1"])  # forget task ids (continual: in order)
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 5.0
+    lr: float = 1e-5
+    batch_size: int = 4  # per device
+    grad_accum: int = 4
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0  # linear warm-up over the first epoch (paper)
+    seed: int = 0
+    bf16: str = "auto"  # auto: bf16 autocast when the processor supports it
+    gradient_checkpointing: bool = False
+    save_every_epoch: bool = False  # keep a model per epoch (unlearning-dynamics curves)
+    max_length: int = 512  # longer QA are truncated (TOFU's longest is ~250 tokens)
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    merge_lora: bool = True  # save a merged model (plain HF folder) besides the adapter
+    optim: str = "adamw_torch"
+
+
+@dataclass
+class FinetuneConfig:
+    # None: all TOFU (4,000 QA, TOFU's recipe). N: the forget task(s) plus the first N rows of
+    # the retain evaluation authors (a small CPU target that is evaluated on what it learned).
+    retain_rows: int | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class UnlearnConfig:
+    method: str = "ME+GD"
+    forget_coeff: float = 1.0
+    reg_coeff: float = 1.0
+    beta: float = 0.1
+    mask_question: bool | None = None  # None: the method's default (ME: false, others: true)
+    me_direction: str = "p_u"  # p_u: KL(P||U) (paper); u_p: KL(U||P) (reference code)
+    fix_ref_model: bool = False  # continual: keep the original model as reference
+    retain_set: str = "tofu"  # tofu: the data README's retain set; target_data: what the target learned
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=1e-5))
+    # Per-method overrides of the fields above, e.g. {"ME+GD": {"forget_coeff": 0.1}}.
+    per_method: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    ds_size: int = 300  # cap per evaluation set (paper: 300)
+    max_new_tokens: int = 200
+    batch_size: int = 16
+    embedder: str | None = None  # None: packaged all-MiniLM-L6-v2; or any sentence-transformers name/path
+    nli: str = "offline"  # offline: the packaged-MiniLM cross-encoder built from TOFU; or an HF NLI model
+    mmlu_size: int = 0  # MMLU questions for general ability (real-world); 0 = skip
+    eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
+    bf16: str = "auto"
+
+
+@dataclass
+class RunConfig:
+    run_name: str = "run"
+    output_dir: str = "runs"
+    scenario: str = "fictitious"  # fictitious | continual | real_world
+    methods: list[str] = field(default_factory=lambda: ["GA+GD", "NPO+GD", "ME+GD", "IDK+AP"])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

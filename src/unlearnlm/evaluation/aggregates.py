@@ -1,0 +1,124 @@
+"""Set means and the aggregate scores MU, MU Retain, FE, Forget Quality, TOFU MU.
+
+    from unlearnlm.evaluation.aggregates import aggregate, set_means
+    sets = {name: set_means(per_example_rows) for name, per_example_rows in results.items()}
+    aggregate(sets, "tofu")   # {"model_utility": ..., "mu_retain": ..., ...}
+
+``sets`` maps an evaluation set name to {metric name: mean}. Metric names are those of
+``metrics.METRICS``; set names those of ``metrics.EVAL_SETS``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+from scipy.stats import ks_2samp
+
+from unlearnlm.evaluation.metrics import METRICS, eval_set, is_forget_set
+
+SetMeans = Mapping[str, Mapping[str, float]]
+
+FE_METRICS = ("rouge", "probability", "truth_ratio", "cosine_similarity", "entailment")
+TOFU_MU_METRICS = ("probability", "rouge", "truth_ratio")
+TOFU_MU_SETS = ("retain", "real_authors", "world_facts")
+
+
+def harmonic_mean(values: Iterable[float]) -> float:
+    """n / sum(1/v); 0 if any value <= 0. Raises ValueError on NaN or no values."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("harmonic mean of no values")
+    if any(math.isnan(v) for v in values):
+        raise ValueError(f"harmonic mean of a NaN value: {values}")
+    if any(v <= 0 for v in values):
+        return 0.0
+    return len(values) / sum(1.0 / v for v in values)
+
+
+def set_means(examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """{metric: mean over examples} for every registered metric with a non-None value.
+
+    Other keys of the rows (question, generation...) are ignored."""
+    means = {}
+    for name in METRICS.names():
+        vals = [float(row[name]) for row in examples if row.get(name) is not None]
+        if vals:
+            means[name] = sum(vals) / len(vals)
+    return means
+
+
+def _pick(sets: SetMeans, set_name: str, metrics: Iterable[str]) -> list[float]:
+    if set_name not in sets:
+        raise ValueError(f"no results for evaluation set {set_name!r}; have: {', '.join(sets)}")
+    means = sets[set_name]
+    missing = [m for m in metrics if m not in means]
+    if missing:
+        raise ValueError(f"set {set_name!r} lacks metric(s) {', '.join(missing)}")
+    return [means[m] for m in metrics]
+
+
+def model_utility(sets: SetMeans) -> float:
+    """Harmonic mean of the six metric means on every non-forget set present."""
+    names = [s for s in sets if not is_forget_set(s)]
+    if not names:
+        raise ValueError(f"no non-forget evaluation set among: {', '.join(sets) or 'none'}")
+    return harmonic_mean(v for s in names for v in _pick(sets, s, METRICS.names()))
+
+
+def mu_retain(sets: SetMeans) -> float:
+    """Harmonic mean of the six metric means on "retain" ("neighbor" when no retain)."""
+    name = "retain" if "retain" in sets else "neighbor"
+    return harmonic_mean(_pick(sets, name, METRICS.names()))
+
+
+def forget_efficacy(forget_means: Mapping[str, float]) -> float:
+    """1 - mean(rouge, probability, truth_ratio, cosine_similarity, entailment) on forget."""
+    vals = _pick({"forget": forget_means}, "forget", FE_METRICS)
+    return 1.0 - sum(vals) / len(vals)
+
+
+def forget_quality(
+    truth_ratios_raw_unlearned: Sequence[float], truth_ratios_raw_retain_model: Sequence[float]
+) -> float:
+    """Two-sample KS test p-value between the raw per-example forget-set truth ratios R of
+    the unlearned model and of a retain model (TOFU's Forget Quality)."""
+    if len(truth_ratios_raw_unlearned) == 0 or len(truth_ratios_raw_retain_model) == 0:
+        raise ValueError("forget quality needs truth ratios from both models")
+    return float(ks_2samp(truth_ratios_raw_unlearned, truth_ratios_raw_retain_model).pvalue)
+
+
+def tofu_model_utility(sets: SetMeans) -> float | None:
+    """TOFU's MU: harmonic mean of probability, rouge, truth_ratio on retain, real_authors,
+    world_facts (9 numbers); None if any of the three sets is missing."""
+    if any(s not in sets for s in TOFU_MU_SETS):
+        return None
+    return harmonic_mean(v for s in TOFU_MU_SETS for v in _pick(sets, s, TOFU_MU_METRICS))
+
+
+def _complete(sets: SetMeans, set_names: Iterable[str], metrics: Iterable[str]) -> bool:
+    metrics = tuple(metrics)
+    return all(s in sets and all(m in sets[s] for m in metrics) for s in set_names)
+
+
+def aggregate(sets: SetMeans, scenario: str) -> dict[str, float | None]:
+    """{"model_utility", "mu_retain", "forget_efficacy", "tofu_model_utility"}.
+
+    ``scenario`` is the data family ("tofu" or "real_world"); every set name is checked
+    against it. An aggregate whose sets or metrics are missing is None; NaN still raises."""
+    for name in sets:
+        eval_set(name, scenario)
+    six = METRICS.names()
+    kept = [s for s in sets if not is_forget_set(s)]
+    retain = "retain" if "retain" in sets else "neighbor"
+    return {
+        "model_utility": model_utility(sets) if kept and _complete(sets, kept, six) else None,
+        "mu_retain": mu_retain(sets) if _complete(sets, [retain], six) else None,
+        "forget_efficacy": (
+            forget_efficacy(sets["forget"]) if _complete(sets, ["forget"], FE_METRICS) else None
+        ),
+        "tofu_model_utility": (
+            tofu_model_utility(sets)
+            if scenario == "tofu" and _complete(sets, TOFU_MU_SETS, TOFU_MU_METRICS)
+            else None
+        ),
+    }

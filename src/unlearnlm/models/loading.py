@@ -1,0 +1,75 @@
+"""Resolve a model spec (offline alias, local folder, hub id) and load model + tokenizer."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from unlearnlm.errors import ModelError
+from unlearnlm.models.offline import OFFLINE_MODELS, prepare_offline_model
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+def resolve_model(spec: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """A loadable path or hub id. Offline aliases are converted on first use."""
+    if spec in OFFLINE_MODELS:
+        return str(prepare_offline_model(spec, cache_dir))
+    path = Path(spec).expanduser()
+    looks_local = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+    if looks_local:
+        if not path.is_dir():
+            raise ModelError(f"model {spec!r}: no such directory")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model {spec!r}: holds no model (no config.json)")
+        if not any((path / f).is_file() for f in WEIGHT_FILES):
+            raise ModelError(f"model {spec!r}: no safetensors weights (pickled .bin weights are not loaded)")
+        return str(path)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelError(
+            f"model {spec!r} is neither an offline alias ({', '.join(OFFLINE_MODELS)}) nor a local folder, "
+            "and HF_HUB_OFFLINE=1 forbids the hub"
+        )
+    return spec  # a hub id, for users with a hub
+
+
+def bf16_supported() -> bool:
+    """Whether bf16 autocast on this CPU is fast (native bf16 or AMX instructions)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(setting: str | bool) -> bool:
+    s = str(setting).lower()
+    if s == "auto":
+        return bf16_supported()
+    return s == "true"
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model {path!r}: cannot load tokenizer ({str(e).splitlines()[0]})") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model {path!r}: cannot load ({str(e).splitlines()[0]})") from None

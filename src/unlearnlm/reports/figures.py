@@ -1,0 +1,191 @@
+"""Paper-style figures of finished runs (matplotlib, Agg canvas, PNG at 150 dpi).
+
+    from unlearnlm.reports.figures import plot_mu_fe, plot_heatmap, plot_dynamics, plot_continual
+    fig = plot_mu_fe(results, "figures/mu_fe.png")     # returns the Figure; path=None: no file
+    plot_dynamics(results, "figures/dynamics.png")     # None when there are no epoch rows
+
+Each function takes one results dict or a list of them (rows concatenated, labels
+prefixed with the run name when there are several) and returns the matplotlib Figure it
+drew, so callers and tests can read the plotted data back from its Axes. Figures are
+built without pyplot: nothing global is touched and nothing needs closing.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib as mpl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from unlearnlm.io import atomic_path
+from unlearnlm.reports.runs import METRIC_SHORT, Results, is_final, number, report_rows, set_columns
+
+DPI = 150
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+}
+
+
+def _figure(width: float, height: float) -> Figure:
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    with mpl.rc_context(STYLE):
+        fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        data = png_bytes(fig)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    return fig
+
+
+def _colors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One colour per method series, the same in every figure of a report."""
+    cycle = mpl.colormaps["tab10"].colors
+    series = []
+    for row in rows:
+        if not row["is_target"] and row["series"] not in series:
+            series.append(row["series"])
+    return {name: cycle[i % len(cycle)] for i, name in enumerate(series)}
+
+
+def _mu_fe(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    return number(row["aggregates"].get("model_utility")), number(row["aggregates"].get("forget_efficacy"))
+
+
+def plot_mu_fe(results: Results | Sequence[Results], path: str | Path | None) -> Figure:
+    """Model Utility (y) against Forget Efficacy (x): one point per final row, the target
+    (the model before unlearning) a star.
+
+    Rows that failed or lack MU or FE are not drawn (their labels are listed under the plot)."""
+    with mpl.rc_context(STYLE):
+        rows = report_rows(results)
+        colors = _colors(rows)
+        fig = _figure(5.6, 4.6)
+        ax = fig.add_subplot()
+        missing, placed = [], []
+        for row in (r for r in rows if is_final(r)):
+            mu, fe = _mu_fe(row)
+            if row["failed"] or mu is None or fe is None:
+                missing.append(row["display"] + (" (failed)" if row["failed"] else ""))
+                continue
+            if row["is_target"]:
+                ax.scatter([fe], [mu], marker="*", s=260, color="gold", edgecolor="black",
+                           linewidth=0.8, zorder=3, label="target")
+            else:
+                ax.scatter([fe], [mu], marker="o", s=55, color=colors[row["series"]],
+                           edgecolor="black", linewidth=0.5, zorder=3)
+            # Put a label below its point when one above would collide with an earlier label.
+            crowded = any(abs(fe - x) < 0.12 and 0 <= y - mu < 0.04 for x, y in placed)
+            ax.annotate(row["display"], (fe, mu), xytext=(6, -11 if crowded else 5),
+                        textcoords="offset points", fontsize=8)
+            placed.append((fe, mu - 0.04 if crowded else mu))
+        ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="Forget Efficacy (FE) \u2192",
+               ylabel="Model Utility (MU) \u2192", title="Utility vs. forgetting")
+        if missing:
+            fig.text(0.01, 0.0, "not plotted: " + ", ".join(missing), fontsize=7, va="bottom",
+                     color="dimgray")
+            fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
+    return _save(fig, path)
+
+
+def plot_heatmap(results: Results | Sequence[Results], path: str | Path | None) -> Figure:
+    """Per-set metric means: rows = final rows (target first as recorded), columns = set/metric."""
+    with mpl.rc_context(STYLE):
+        rows = [r for r in report_rows(results) if is_final(r)]
+        columns = [(s, m) for s, metrics in set_columns(rows) for m in metrics]
+        values = [[number(r["sets"].get(s, {}).get(m)) for s, m in columns] for r in rows]
+        grid = [[math.nan if v is None else v for v in line] for line in values]
+        fig = _figure(max(4.0, 1.6 + 0.48 * len(columns)), 1.5 + 0.36 * max(1, len(rows)))
+        ax = fig.add_subplot()
+        ax.grid(False)
+        cmap = mpl.colormaps["viridis"].with_extremes(bad="#dddddd")
+        image = ax.imshow(grid or [[math.nan]], cmap=cmap, vmin=0, vmax=1, aspect="auto")
+        for i, line in enumerate(values):
+            for j, v in enumerate(line):
+                text = "\u2013" if v is None else f"{v:.2f}"
+                color = "black" if v is None or v > 0.6 else "white"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+        ax.set_yticks(range(len(rows)), [r["display"] + (" (failed)" if r["failed"] else "")
+                                         for r in rows])
+        ax.set_xticks(range(len(columns)), [METRIC_SHORT.get(m, m) for _, m in columns], fontsize=8)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        start = 0
+        for set_name, metrics in set_columns(rows):
+            center = start + (len(metrics) - 1) / 2
+            ax.text(center, -0.75, set_name.replace("_", " "), ha="center", va="bottom",
+                    fontsize=9, fontweight="bold")
+            if start:
+                ax.axvline(start - 0.5, color="white", linewidth=3)
+            start += len(metrics)
+        ax.set_ylim(len(rows) - 0.5, -1.2)
+        fig.colorbar(image, ax=ax, fraction=0.025, pad=0.01,
+                     label="score (forget: lower = more forgotten)")
+    return _save(fig, path)
+
+
+def _lines(results: Results | Sequence[Results], path: str | Path | None, key: str,
+           xlabel: str, title: str) -> Figure | None:
+    """MU and FE per ``key`` (epoch or task) for each method, the target as a dashed line."""
+    rows = report_rows(results)
+    if key == "epoch":
+        points = [r for r in rows if r.get("epoch") is not None and r.get("task") is None]
+    else:
+        points = [r for r in rows if r.get("task") is not None and r.get("epoch") is None]
+    points = [r for r in points if not r["failed"]]
+    if not points:
+        return None
+    with mpl.rc_context(STYLE):
+        colors = _colors(rows)
+        fig = _figure(9.0, 3.6)
+        axes = fig.subplots(1, 2)
+        targets = [r for r in rows if r["is_target"] and is_final(r) and not r["failed"]]
+        for ax, index, name in zip(axes, (0, 1), ("Model Utility (MU)", "Forget Efficacy (FE)")):
+            for series in dict.fromkeys(r["series"] for r in points):
+                pts = sorted((r[key], _mu_fe(r)[index]) for r in points
+                             if r["series"] == series and _mu_fe(r)[index] is not None)
+                if pts:
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", markersize=4,
+                            color=colors.get(series), label=series)
+            for target in targets:
+                value = _mu_fe(target)[index]
+                if value is not None:
+                    ax.axhline(value, color="gray", linestyle="--", linewidth=1,
+                               label=f"{target['display']} (before)")
+            ax.set(xlabel=xlabel, ylabel=name, ylim=(-0.03, 1.03))
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_dynamics(results: Results | Sequence[Results], path: str | Path | None) -> Figure | None:
+    """Unlearning dynamics: MU and FE after each epoch; None (no file) without epoch rows."""
+    return _lines(results, path, "epoch", "epoch", "Unlearning dynamics")
+
+
+def plot_continual(results: Results | Sequence[Results], path: str | Path | None) -> Figure | None:
+    """Continual unlearning: MU and FE after each task; None (no file) without task rows."""
+    return _lines(results, path, "task", "task", "Continual unlearning")

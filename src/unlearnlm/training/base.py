@@ -1,0 +1,133 @@
+"""What fine-tuning and unlearning share: Trainer arguments, length-grouped batches,
+real-token throughput, a NaN guard, resumable checkpoints and atomic final saves."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from unlearnlm.config.schema import TrainConfig
+from unlearnlm.data.collate import LengthGroupedSampler
+from unlearnlm.errors import NumericalError
+from unlearnlm.models.loading import use_bf16
+
+
+def training_arguments(train: TrainConfig, output_dir: Path, n_examples: int, **extra) -> TrainingArguments:
+    """Trainer arguments from our config. Warm-up is expressed in epochs (paper: the first)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = max(1, math.ceil(n_examples / (train.batch_size * world * train.grad_accum)))
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=train.epochs,
+        learning_rate=train.lr,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        weight_decay=train.weight_decay,
+        warmup_steps=int(round(train.warmup_epochs * steps_per_epoch)),
+        lr_scheduler_type="linear",
+        optim=train.optim,
+        bf16=use_bf16(train.bf16),
+        use_cpu=not torch.cuda.is_available(),
+        seed=train.seed,
+        data_seed=train.seed,
+        gradient_checkpointing=train.gradient_checkpointing,
+        save_strategy="epoch",  # resumable after an interruption; pruned when training ends
+        save_only_model=False,
+        logging_steps=1,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        ddp_backend="gloo" if not torch.cuda.is_available() and world > 1 else None,
+        **extra,
+    )
+
+
+class ThroughputCallback(TrainerCallback):
+    """Logs real (non-padding) tokens per second and the wall time."""
+
+    def __init__(self, trainer: "UnlearnLMTrainerBase"):
+        self.trainer = trainer
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+        self.trainer.real_tokens = 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and self.start is not None:
+            elapsed = max(time.time() - self.start, 1e-9)
+            logs["real_tokens_per_s"] = round(self.trainer.real_tokens / elapsed, 1)
+
+
+class UnlearnLMTrainerBase(Trainer):
+    """A Trainer with length-grouped batches, real-token counting and a NaN guard."""
+
+    def __init__(self, *args, lengths: list[int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lengths = lengths
+        self.real_tokens = 0
+        self.add_callback(ThroughputCallback(self))
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler(self.lengths, self.args.per_device_train_batch_size, self.args.seed)
+
+    def count_tokens(self, inputs: dict) -> None:
+        """Add the real tokens of a batch (or of each part of an unlearning batch)."""
+        for value in inputs.values():
+            if isinstance(value, dict):
+                self.count_tokens(value)
+        mask = inputs.get("attention_mask")
+        if isinstance(mask, torch.Tensor):
+            self.real_tokens += int(mask.sum())
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            step = self.state.global_step + 1
+            raise NumericalError(
+                f"non-finite loss ({loss.item()}) at optimisation step {step}; the last good checkpoint "
+                f"is kept in {self.args.output_dir}. Lower the learning rate or forget_coeff."
+            )
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder (trainer_state.json written last)."""
+    if not output_dir.is_dir():
+        return None
+    found = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    if not found:
+        return None
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1])))
+
+
+def save_final(trainer: Trainer, tokenizer, out_dir: Path, merge_lora: bool = True) -> None:
+    """Save a plain HF folder atomically (temp dir, then rename). ``Trainer.save_model``
+    gathers ZeRO-3/FSDP shards; a LoRA adapter goes to ``adapter/`` and is merged on request."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if trainer.args.should_save and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.save_model(str(tmp))
+    if trainer.args.should_save:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(model, "peft_config"):
+            adapter = tmp / "adapter"
+            adapter.mkdir()
+            for f in list(tmp.iterdir()):
+                if f.is_file():
+                    os.replace(f, adapter / f.name)
+            if merge_lora:
+                model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.glob("training_args.bin"):  # a pickle: never shipped in a model folder
+            f.unlink()
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    trainer.accelerator.wait_for_everyone()

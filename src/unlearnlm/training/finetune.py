@@ -1,0 +1,117 @@
+"""Fine-tune the *target* (knows forget + retain data) and the *retain* model (without the forget data).
+
+    paths = finetune_models(cfg)            # {"target": Path, "retain": Path}, cached by content
+
+Both are plain Hugging Face folders with an ``unlearnlm_manifest.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from unlearnlm.config.load import config_to_dict
+from unlearnlm.config.schema import RunConfig
+from unlearnlm.data import tofu
+from unlearnlm.data.collate import QACollator
+from unlearnlm.data.loading import resolve_data_dir
+from unlearnlm.data.prompts import PromptFormat, encode_qa
+from unlearnlm.errors import DataError
+from unlearnlm.io import write_json
+from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model
+from unlearnlm.models.offline import cache_root
+from unlearnlm.training.base import UnlearnLMTrainerBase, last_checkpoint, save_final, training_arguments
+from unlearnlm.training.manifest import environment_info
+from unlearnlm.utils import log
+
+MANIFEST = "unlearnlm_manifest.json"
+
+
+def finetune_rows(cfg: RunConfig, which: str) -> list[dict]:
+    """Training QA of the target or the retain model."""
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    if cfg.data.split == tofu.REAL_WORLD:
+        raise DataError("finetune: the real-world scenario starts from an instruct model as it is; nothing to fine-tune")
+    forget = tofu.forget_rows(data_dir, cfg.data.split, cfg.data.tasks)
+    if cfg.finetune.retain_rows is None:
+        everything = tofu.all_tofu_rows(data_dir)
+        if which == "target":
+            return everything
+        forgotten = {r["question"] for r in forget}
+        return [r for r in everything if r["question"] not in forgotten]
+    retain = tofu.demo_retain_rows(data_dir, cfg.finetune.retain_rows)
+    return forget + retain if which == "target" else retain
+
+
+def selection_key(cfg: RunConfig) -> str:
+    """Content key of a fine-tuning job: model, data selection, prompt format and recipe."""
+    payload = {
+        "model": config_to_dict(cfg.model) | {"cache_dir": None},
+        "split": cfg.data.split, "tasks": cfg.data.tasks,
+        "finetune": config_to_dict(cfg.finetune),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_finetune_dir(cfg: RunConfig) -> Path:
+    return cache_root(cfg.model.cache_dir) / "finetuned" / f"{Path(cfg.model.name).name}-{selection_key(cfg)}"
+
+
+def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
+    """Train one model into ``out_dir`` (resumes from its last epoch checkpoint)."""
+    if (out_dir / MANIFEST).is_file():
+        log(f"[finetune] {which}: cached at {out_dir}")
+        return out_dir
+    train = cfg.finetune.train
+    base = resolve_model(cfg.model.name, cfg.model.cache_dir)
+    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+    fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
+    rows = finetune_rows(cfg, which)
+    features = [encode_qa(tokenizer, fmt, r["question"], r["answer"], True, train.max_length) for r in rows]
+    model = load_model(base, cfg.model.trust_remote_code)
+    if train.gradient_checkpointing:
+        model.config.use_cache = False
+    ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoints")
+    args = training_arguments(train, ckpt_dir, len(features))
+    trainer = UnlearnLMTrainerBase(
+        model=model, args=args, train_dataset=features, data_collator=QACollator(tokenizer.pad_token_id),
+        lengths=[len(f["input_ids"]) for f in features],
+    )
+    resume = last_checkpoint(ckpt_dir)
+    log(f"[finetune] {which}: {len(rows)} QA x {train.epochs:g} epochs, lr {train.lr:g}, base {cfg.model.name}"
+        + (f" (resuming from {resume})" if resume else ""))
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - start
+    save_final(trainer, tokenizer, out_dir, train.merge_lora)
+    if trainer.args.should_save:
+        tps = trainer.real_tokens / max(seconds, 1e-9)
+        write_json(out_dir / MANIFEST, {
+            "kind": f"finetuned-{which}", "base_model": cfg.model.name, "base_path": base,
+            "split": cfg.data.split, "tasks": cfg.data.tasks, "n_examples": len(rows),
+            "retain_rows": cfg.finetune.retain_rows, "prompt_format": fmt.kind,
+            "hyperparameters": config_to_dict(train), "seed": train.seed,
+            "final_loss": _final_loss(trainer), "train_loss": result.training_loss,
+            "seconds": round(seconds, 1), "real_tokens_per_s": round(tps, 1),
+            "environment": environment_info(),
+        })
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        log(f"[finetune] {which}: done in {seconds:.0f}s, {tps:.0f} real tokens/s, final loss "
+            f"{_final_loss(trainer):.4f} -> {out_dir}")
+    return out_dir
+
+
+def _final_loss(trainer) -> float | None:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return float(losses[-1]) if losses else None
+
+
+def finetune_models(cfg: RunConfig, out_root: Path | None = None, which=("target", "retain")) -> dict[str, Path]:
+    """Fine-tune (or reuse) the target and retain models; returns their folders."""
+    root = out_root or default_finetune_dir(cfg)
+    torch.manual_seed(cfg.finetune.train.seed)
+    return {w: finetune_one(cfg, w, root / w) for w in which}
