@@ -51,3 +51,37 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model = LlamaForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_nli_dir(tmp_path_factory) -> Path:
+    """A tiny random 3-way BERT NLI classifier with the packaged MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from unlearnlm.evaluation.judges.embedder import packaged_minilm_path
+
+    out = tmp_path_factory.mktemp("tiny_nli")
+    tok = AutoTokenizer.from_pretrained(str(packaged_minilm_path()))
+    tok.save_pretrained(out)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=3,
+                        id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+                        label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture()
+def tiny_run_overrides(tiny_model_dir, tiny_nli_dir, tmp_path) -> list[str]:
+    """Overrides that make the demo preset run in seconds on the tiny model."""
+    return [
+        f"model.name={tiny_model_dir}", f"model.cache_dir={tmp_path / 'cache'}",
+        f"output_dir={tmp_path / 'runs'}", "run_name=tiny",
+        "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
+        "finetune.train.lr=1e-3", "finetune.train.bf16=false",
+        "unlearn.train.epochs=1", "unlearn.train.batch_size=8", "unlearn.train.lr=1e-3", "unlearn.train.bf16=false",
+        "eval.ds_size=3", "eval.max_new_tokens=6", "eval.batch_size=4", "eval.bf16=false",
+        f"eval.nli={tiny_nli_dir}",
+    ]

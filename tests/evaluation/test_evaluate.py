@@ -192,3 +192,29 @@ def test_mmlu_accuracy_on_four_questions(tiny_model_dir):
     assert not mmlu.mmlu_prompt(rows[0], PromptFormat("plain")).endswith("Answer:")
     with pytest.raises(ConfigError):
         mmlu.mmlu_accuracy(model, tok, fmt, n=0, batch_size=8, bf16=False)
+
+
+def test_load_judges_wiring(data_dir, tmp_path, monkeypatch):
+    """Config fields reach the judge constructors (no model is loaded here)."""
+    from unlearnlm.evaluation.judges import embedder, nli
+
+    seen = {}
+    def fake_embedder(spec):
+        seen["emb"] = spec
+        return StubEmbedder()
+
+    monkeypatch.setattr(embedder, "SentenceEmbedder", fake_embedder)
+
+    def fake_nli(spec, data, exclude, cache_dir, **kw):
+        seen["nli"] = (spec, data, set(exclude), cache_dir)
+        return StubNLI()
+
+    monkeypatch.setattr(nli, "load_nli_judge", fake_nli)
+    cfg = RunConfig()
+    cfg.data.data_dir = str(data_dir)
+    cfg.model.cache_dir = str(tmp_path)
+    cfg.eval.embedder = "minilm"
+    judges = ev.load_judges(cfg, {"q1"}, progress=False)
+    assert seen["emb"] == "minilm"
+    assert seen["nli"] == ("offline", data_dir, {"q1"}, tmp_path / "judges")
+    assert judges.describe()["nli"] == "stub-nli"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from unlearnlm.config.schema import SCENARIOS, SPLITS, RunConfig
+from unlearnlm.config.schema import SCENARIOS, SPLITS, RunConfig, TrainConfig, UnlearnConfig
 from unlearnlm.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -31,15 +32,25 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options at the top level")
     return data
 
 
-def _preset_path(name_or_path: str) -> Path:
+def _preset_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """A built-in preset's file, or a .yaml path (a relative ``base:`` path is looked up next
+    to the file that names it first, then from the working directory)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
+    if path.suffix in (".yaml", ".yml"):
+        candidates = [path]
+        if relative_to is not None and not path.is_absolute():
+            candidates.insert(0, relative_to / path)
+        for c in candidates:
+            if c.is_file():
+                return c
+        raise ConfigError(f"preset file {name_or_path!r} not found (tried {', '.join(map(str, candidates))})")
     builtin = PRESET_DIR / f"{name_or_path}.yaml"
     if builtin.is_file():
         return builtin
@@ -63,7 +74,9 @@ def preset_dict(name_or_path: str) -> dict:
     data = _read_yaml(path)
     parent = data.pop("base", None)
     if parent is not None:
-        parent_data = _read_yaml(_preset_path(parent))
+        if not isinstance(parent, str) or not parent.strip():
+            raise ConfigError(f"{path}: base must be a preset name or a .yaml path, got {parent!r}")
+        parent_data = _read_yaml(_preset_path(parent, relative_to=path.parent))
         if "base" in parent_data:
             raise ConfigError(f"{path}: its base {parent!r} has a base too; one level of inclusion only")
         data = _merge(parent_data, data)
@@ -83,8 +96,12 @@ def parse_overrides(overrides: list[str]) -> dict:
             value = raw
         node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"override {item!r} conflicts with the earlier override {'.'.join(parts[: i + 1])}={node!r}"
+                )
         node[parts[-1]] = value
     return out
 
@@ -111,10 +128,17 @@ def _coerce(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
             errors.append(f"{where}: expected a list, got {value!r}")
             return value
         return [_coerce(v, item_tp, f"{where}[{i}]", errors) for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             errors.append(f"{where}: expected a mapping, got {value!r}")
-        return value
+            return value
+        args = typing.get_args(tp)
+        if not args:
+            return value
+        key_tp, val_tp = args
+        return {
+            (str(k) if key_tp is str else k): _coerce(v, val_tp, f"{where}.{k}", errors) for k, v in value.items()
+        }
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -126,14 +150,17 @@ def _coerce(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
         errors.append(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        errors.append(f"{where}: expected a number, got {value!r}")
+        if number is not None and math.isfinite(number):
+            return number
+        errors.append(f"{where}: expected a {'finite ' if number is not None else ''}number, got {value!r}")
         return value
     if tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -156,7 +183,7 @@ def _build(cls: type, data: dict, prefix: str, errors: list[str]) -> Any:
     for key, value in data.items():
         where = f"{prefix}{key}"
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+            close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
             errors.append(f"unknown option {where!r}{hint} Valid: {', '.join(names)}")
             continue
@@ -192,7 +219,7 @@ def validate(cfg: RunConfig) -> list[str]:
                 errors.append(f"{name}.{f}: must be >= 1, got {getattr(train, f)}")
         if train.weight_decay < 0 or train.warmup_epochs < 0:
             errors.append(f"{name}: weight_decay and warmup_epochs must be >= 0")
-        if str(train.bf16) not in ("auto", "true", "false", "True", "False"):
+        if not isinstance(train.bf16, bool) and train.bf16 != "auto":
             errors.append(f"{name}.bf16: expected auto, true or false, got {train.bf16!r}")
     u = cfg.unlearn
     if u.beta <= 0:
@@ -206,6 +233,8 @@ def validate(cfg: RunConfig) -> list[str]:
     if cfg.finetune.retain_rows is not None and cfg.finetune.retain_rows < 0:
         errors.append(f"finetune.retain_rows: must be >= 0, got {cfg.finetune.retain_rows}")
     e = cfg.eval
+    if not isinstance(e.bf16, bool) and e.bf16 != "auto":
+        errors.append(f"eval.bf16: expected auto, true or false, got {e.bf16!r}")
     for f in ("ds_size", "max_new_tokens", "batch_size"):
         if getattr(e, f) < 1:
             errors.append(f"eval.{f}: must be >= 1, got {getattr(e, f)}")
@@ -216,7 +245,7 @@ def validate(cfg: RunConfig) -> list[str]:
     return errors
 
 
-def load_config(preset: str | None = "default", overrides: list[str] | tuple = ()) -> RunConfig:
+def load_config(preset: str | None = "demo", overrides: list[str] | tuple = ()) -> RunConfig:
     data = preset_dict(preset) if preset else {}
     data = _merge(data, parse_overrides(list(overrides)))
     errors: list[str] = []
@@ -232,16 +261,53 @@ def _validate_methods(cfg: RunConfig) -> list[str]:
     from unlearnlm.methods.registry import get_method  # registry imports torch: keep it lazy
 
     errors = []
-    for name in [cfg.unlearn.method, *cfg.methods, *cfg.unlearn.per_method]:
+    named = [("unlearn.method", cfg.unlearn.method), *((f"methods[{i}]", m) for i, m in enumerate(cfg.methods)),
+             *((f"unlearn.per_method.{m}", m) for m in cfg.unlearn.per_method)]
+    for where, name in named:
         try:
             get_method(name)
         except ConfigError as e:
-            errors.append(f"method: {e}")
-    allowed = {f.name for f in dataclasses.fields(type(cfg.unlearn))} - {"method", "train", "per_method"}
-    for name, over in cfg.unlearn.per_method.items():
-        for key in over:
-            if key not in allowed | {"lr", "epochs"}:
-                errors.append(f"unlearn.per_method.{name}.{key}: unknown option; valid: {', '.join(sorted(allowed | {'lr', 'epochs'}))}")
+            errors.append(f"{where}: {e}")
+    return errors + _per_method_errors(cfg.unlearn)
+
+
+# Value checks of the options a method may override (the same rules as ``validate``).
+_PER_METHOD_CHECKS = {
+    "lr": (lambda v: v > 0, "must be > 0"),
+    "epochs": (lambda v: v > 0, "must be > 0"),
+    "beta": (lambda v: v > 0, "must be > 0"),
+    "forget_coeff": (lambda v: v >= 0, "must be >= 0"),
+    "reg_coeff": (lambda v: v >= 0, "must be >= 0"),
+    "me_direction": (lambda v: v in ("p_u", "u_p"), "must be p_u or u_p"),
+    "retain_set": (lambda v: v in ("tofu", "target_data"), "must be tofu or target_data"),
+}
+
+
+def _per_method_errors(u: UnlearnConfig) -> list[str]:
+    """``unlearn.per_method``: known option names, right types (coerced in place), valid values."""
+    train_keys = ("lr", "epochs")
+    hints = typing.get_type_hints(UnlearnConfig)
+    train_hints = typing.get_type_hints(TrainConfig)
+    allowed = sorted(({f.name for f in dataclasses.fields(UnlearnConfig)} - {"method", "train", "per_method"})
+                     | set(train_keys))
+    errors: list[str] = []
+    for name, over in u.per_method.items():
+        for key in list(over):
+            where = f"unlearn.per_method.{name}.{key}"
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                errors.append(f"{where}: unknown option{hint} Valid: {', '.join(allowed)}")
+                continue
+            trial: list[str] = []
+            value = _coerce(over[key], train_hints[key] if key in train_keys else hints[key], where, trial)
+            if trial:
+                errors += trial
+                continue
+            over[key] = value
+            check = _PER_METHOD_CHECKS.get(key)
+            if check is not None and value is not None and not check[0](value):
+                errors.append(f"{where}: {check[1]}, got {value!r}")
     return errors
 
 

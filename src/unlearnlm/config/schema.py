@@ -40,7 +40,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_epochs: float = 1.0  # linear warm-up over the first epoch (paper)
     seed: int = 0
-    bf16: str = "auto"  # auto: bf16 autocast when the processor supports it
+    bf16: bool | str = "auto"  # auto: bf16 autocast when the processor supports it
     gradient_checkpointing: bool = False
     save_every_epoch: bool = False  # keep a model per epoch (unlearning-dynamics curves)
     max_length: int = 512  # longer QA are truncated (TOFU's longest is ~250 tokens)
@@ -84,7 +84,7 @@ class EvalConfig:
     nli: str = "offline"  # offline: the packaged-MiniLM cross-encoder built from TOFU; or an HF NLI model
     mmlu_size: int = 0  # MMLU questions for general ability (real-world); 0 = skip
     eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
-    bf16: str = "auto"
+    bf16: bool | str = "auto"  # auto, true or false
 
 
 @dataclass

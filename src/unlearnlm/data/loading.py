@@ -29,6 +29,16 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     )
 
 
+def _read_text(path: Path) -> str:
+    """The file as text (universal newlines; a UTF-8 BOM is ignored), or one DataError."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
 def read_jsonl(
     path: str | os.PathLike,
     required: Iterable[str] = (),
@@ -43,17 +53,18 @@ def read_jsonl(
     required = tuple(required)
     list_fields = set(list_fields)
     rows = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also breaks at U+2028, U+0085..., which JSON
+    # allows unescaped inside strings (valid rows were rejected, line numbers shifted).
+    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # e.g. a 5,000-digit number, [[[[... nesting
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(":")[0]
+            raise DataError(f"{path}:{lineno}: malformed JSON ({reason})") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         for field in required:
@@ -79,7 +90,7 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    lines = [l.strip() for l in _read_text(path).split("\n") if l.strip()]
     if not lines:
         raise DataError(f"{path}: no lines")
     return lines

@@ -1,0 +1,5 @@
+import sys
+
+from unlearnlm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,192 @@
+"""Command line: ``unlearnlm <command> [--preset NAME] [key=value ...]``.
+
+    unlearnlm run                              # the CPU demo, end to end
+    unlearnlm run --preset paper methods=[ME+GD,IDK+AP]
+    unlearnlm finetune --preset demo
+    unlearnlm unlearn --model DIR method=IDK+AP --output out/idk_ap
+    unlearnlm eval --model DIR --output out/eval
+    unlearnlm report runs/demo
+    unlearnlm methods | models list | data | judge
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from unlearnlm.errors import UnlearnError
+
+
+def _config(args):
+    from unlearnlm.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "data_dir", None):
+        overrides.append(f"data.data_dir={args.data_dir}")
+    return load_config(args.preset, overrides)
+
+
+def cmd_run(args) -> None:
+    from unlearnlm.pipeline.scenarios import run
+    from unlearnlm.reports import build_report
+
+    start = time.time()
+    run_dir = run(_config(args))
+    paths = build_report([run_dir])
+    print(f"\nrun directory: {run_dir}\nreport: {paths['html']}\ntotal time: {time.time() - start:.0f}s")
+
+
+def cmd_finetune(args) -> None:
+    from unlearnlm.training.finetune import finetune_models
+
+    which = ("target", "retain") if args.which == "both" else (args.which,)
+    paths = finetune_models(_config(args), Path(args.output) if args.output else None, which)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+def cmd_unlearn(args) -> None:
+    from unlearnlm.training.finetune import finetune_models
+    from unlearnlm.training.unlearn import unlearn_model
+
+    cfg = _config(args)
+    model = args.model or finetune_models(cfg, which=("target",))["target"]
+    out = Path(args.output or Path(cfg.output_dir) / cfg.run_name / "models" / cfg.unlearn.method)
+    manifest = unlearn_model(cfg, cfg.unlearn.method, model, out)
+    print(f"unlearned model: {out} ({manifest['seconds']}s, {manifest['real_tokens_per_s']} real tokens/s)")
+
+
+def cmd_eval(args) -> None:
+    from unlearnlm.data import tofu
+    from unlearnlm.data.loading import resolve_data_dir
+    from unlearnlm.evaluation.evaluate import evaluate_model, exclude_questions_for, forget_quality_for, load_judges
+    from unlearnlm.reports.runs import fmt
+
+    from unlearnlm.models.loading import resolve_model
+
+    cfg = _config(args)
+    resolve_model(args.model, cfg.model.cache_dir)  # a bad model path fails before any judge is built
+    sets = tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, cfg.data.tasks, cfg.eval.ds_size)
+    judges = load_judges(cfg, exclude_questions_for(cfg))
+    family = "real_world" if cfg.data.split == tofu.REAL_WORLD else "tofu"
+    out = Path(args.output or Path(cfg.output_dir) / cfg.run_name / "eval" / Path(args.model).name)
+    summary = evaluate_model(args.model, cfg, sets, family, out, judges, force=args.force)
+    for name, means in summary["sets"].items():
+        print(f"{name:13s} " + "  ".join(f"{k}={fmt(v)}" for k, v in means.items()))
+    agg = dict(summary["aggregates"])
+    if args.retain_eval:
+        agg["forget_quality"] = forget_quality_for(out, args.retain_eval)
+    print("  ".join(f"{k}={fmt(v)}" for k, v in agg.items()))
+    print(f"entailment judge: {summary['judges']['nli']}; results: {out}")
+
+
+def cmd_report(args) -> None:
+    from unlearnlm.reports import build_report
+
+    paths = build_report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+def cmd_methods(args) -> None:
+    from unlearnlm.methods import describe_methods
+
+    for name, description in describe_methods():
+        print(f"{name:10s} {description}")
+
+
+def cmd_models(args) -> None:
+    from unlearnlm.models.offline import OFFLINE_MODELS, prepare_offline_model
+
+    if args.action == "prepare":
+        for alias in args.names or list(OFFLINE_MODELS):
+            print(f"{alias}: {prepare_offline_model(alias, args.cache_dir)}")
+        return
+    for alias, spec in OFFLINE_MODELS.items():
+        print(f"{alias:14s} {spec.description}; wheels: {', '.join(spec.distributions)}; licence: {spec.licence}")
+
+
+def cmd_data(args) -> None:
+    from unlearnlm.data import tofu
+    from unlearnlm.data.loading import resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data_dir)
+    print(f"data directory: {data_dir}")
+    for split in ("forget01", "forget05", "forget10", "real_world"):
+        ids = tofu.task_ids(data_dir, split)
+        first = tofu.forget_rows(data_dir, split, ids[:1])
+        retain = tofu.retain_rows(data_dir, split, ids[:1])
+        print(f"{split:10s} {len(ids):2d} tasks; task {ids[0]}: {len(first)} forget QA, retain set {len(retain)} QA")
+    sets = tofu.eval_sets(data_dir, "forget01", ["1"], 10**9)
+    print("evaluation sets (forget01 task 1): " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    print(f"refusals: {len(tofu.idk_answers(data_dir))}")
+
+
+def cmd_judge(args) -> None:
+    from unlearnlm.evaluation.evaluate import exclude_questions_for, load_judges
+
+    cfg = _config(args)
+    judges = load_judges(cfg, exclude_questions_for(cfg))
+    print(judges.describe())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unlearnlm", description="Machine unlearning for causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def configured(name, fn, help_):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--preset", default="demo", help="built-in preset name or a YAML file (default: demo)")
+        p.add_argument("--data-dir", help="data directory (default: $UNLEARNLM_DATA_DIR or ../shared/data)")
+        p.add_argument("overrides", nargs="*", help="key=value options, e.g. unlearn.train.lr=1e-5")
+        p.set_defaults(fn=fn)
+        return p
+
+    configured("run", cmd_run, "fine-tune (cached), evaluate, unlearn every method, evaluate, report")
+    p = configured("finetune", cmd_finetune, "fine-tune the target and the retain model")
+    p.add_argument("--output", help="folder for target/ and retain/ (default: the cache)")
+    p.add_argument("--which", choices=("both", "target", "retain"), default="both")
+    p = configured("unlearn", cmd_unlearn, "unlearn with unlearn.method (default: the cached demo target)")
+    p.add_argument("--model", help="model folder to unlearn from (default: the fine-tuned target)")
+    p.add_argument("--output", help="folder for the unlearned model")
+    p = configured("eval", cmd_eval, "evaluate a model on the scenario's evaluation sets")
+    p.add_argument("--model", required=True, help="model folder or offline alias")
+    p.add_argument("--output", help="folder for the results")
+    p.add_argument("--retain-eval", help="a retain model's eval folder, for TOFU Forget Quality")
+    p.add_argument("--force", action="store_true", help="recompute sets already evaluated")
+    configured("judge", cmd_judge, "build (once) and describe the offline NLI judge and embedder")
+
+    p = sub.add_parser("report", help="tables, figures and an HTML page from finished runs")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", help="output folder (default: the run directory)")
+    p.set_defaults(fn=cmd_report)
+    sub.add_parser("methods", help="list unlearning methods").set_defaults(fn=cmd_methods)
+    p = sub.add_parser("models", help="list or prepare the offline models")
+    p.add_argument("action", choices=("list", "prepare"), nargs="?", default="list")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--cache-dir")
+    p.set_defaults(fn=cmd_models)
+    p = sub.add_parser("data", help="count the rows of every selection")
+    p.add_argument("--data-dir")
+    p.set_defaults(fn=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except UnlearnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

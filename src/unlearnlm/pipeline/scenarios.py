@@ -1,0 +1,172 @@
+"""The three scenarios end to end: fine-tune (cached), evaluate, unlearn each method, evaluate.
+
+    run_dir = run(load_config("demo"))      # then: unlearnlm report RUN_DIR
+
+Every step is resumable: finished models and evaluated sets are reused, not recomputed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from unlearnlm.config.load import config_to_dict
+from unlearnlm.config.schema import RunConfig
+from unlearnlm.data import tofu
+from unlearnlm.data.loading import resolve_data_dir
+from unlearnlm.errors import NumericalError
+from unlearnlm.evaluation.evaluate import Judges, evaluate_model, exclude_questions_for, forget_quality_for, load_judges
+from unlearnlm.io import read_json, write_json
+from unlearnlm.models.loading import resolve_model
+from unlearnlm.pipeline.rundir import open_run_dir, safe_label
+from unlearnlm.training.finetune import finetune_models
+from unlearnlm.training.unlearn import method_settings, unlearn_model
+from unlearnlm.utils import log
+
+
+def _family(cfg: RunConfig) -> str:
+    return "real_world" if cfg.data.split == tofu.REAL_WORLD else "tofu"
+
+
+def _eval_sets(cfg: RunConfig, tasks: list[str]) -> dict[str, list[dict]]:
+    return tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, tasks, cfg.eval.ds_size)
+
+
+def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
+    payload = {"eval": config_to_dict(cfg.eval), "model": config_to_dict(cfg.model) | {"cache_dir": None},
+               "split": cfg.data.split, "tasks": tasks, "judges": judges.describe()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def evaluate_cached(model_dir: Path, cfg: RunConfig, tasks: list[str], judges: Judges, run_eval_dir: Path) -> dict:
+    """Evaluate a shared model (target, retain model) once; later runs copy the results."""
+    cache = Path(model_dir) / "evaluations" / _eval_key(cfg, tasks, judges)
+    summary = evaluate_model(model_dir, cfg, _eval_sets(cfg, tasks), _family(cfg), cache, judges)
+    if run_eval_dir.exists():
+        shutil.rmtree(run_eval_dir)
+    shutil.copytree(cache, run_eval_dir)
+    return summary
+
+
+def _row(label: str, summary: dict, eval_dir: Path, run_dir: Path, **fields) -> dict:
+    aggregates = dict(summary["aggregates"])
+    aggregates.setdefault("forget_quality", None)
+    aggregates["mmlu"] = (summary.get("mmlu") or {}).get("accuracy")
+    return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, **fields,
+            "aggregates": aggregates, "sets": summary["sets"],
+            "eval_dir": str(eval_dir.relative_to(run_dir)), "status": "ok"}
+
+
+def _failed_row(label: str, error: str, **fields) -> dict:
+    return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, **fields,
+            "aggregates": {}, "sets": {}, "status": "failed", "error": error}
+
+
+class Run:
+    """Shared state of one run: config, run directory, judges and results rows."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.dir = open_run_dir(cfg)
+        self.rows: list[dict] = []
+        self.judges = load_judges(cfg, exclude_questions_for(cfg))
+        self.retain_eval: Path | None = None
+
+    def evaluate(self, label: str, model_dir: Path, tasks: list[str], **fields) -> dict:
+        eval_dir = self.dir / "eval" / safe_label(label)
+        summary = evaluate_model(model_dir, self.cfg, _eval_sets(self.cfg, tasks), _family(self.cfg),
+                                 eval_dir, self.judges)
+        row = _row(label, summary, eval_dir, self.dir, **fields)
+        if self.retain_eval is not None and not fields.get("task"):
+            row["aggregates"]["forget_quality"] = forget_quality_for(eval_dir, self.retain_eval)
+        self.rows.append(row)
+        self.save()
+        return row
+
+    def unlearn_and_evaluate(self, method: str, start: Path, label: str, tasks: list[str],
+                             unlearned: list[str], ref: Path | None = None, **fields) -> Path | None:
+        out = self.dir / "models" / safe_label(label)
+        lr = method_settings(self.cfg.unlearn, method).train.lr
+        try:
+            unlearn_model(self.cfg, method, start, out, tasks, unlearned, ref)
+        except NumericalError as e:
+            log(f"[{label}] FAILED: {e}")
+            self.rows.append(_failed_row(label, str(e), method=method, lr=lr, **fields))
+            self.save()
+            return None
+        self.evaluate(label, out, unlearned if fields.get("task") else tasks, method=method, lr=lr, **fields)
+        if self.cfg.eval.eval_epochs and (out / "epochs").is_dir():
+            for epoch_dir in sorted((out / "epochs").iterdir(), key=lambda p: int(p.name.split("-")[-1])):
+                epoch = int(epoch_dir.name.split("-")[-1])
+                self.evaluate(f"{label}/epoch{epoch}", epoch_dir, tasks, method=method, lr=lr, epoch=epoch)
+        return out
+
+    def save(self) -> None:
+        cfg = self.cfg
+        write_json(self.dir / "results.json", {
+            "run_name": cfg.run_name, "scenario": cfg.scenario, "model": cfg.model.name,
+            "forget": f"{cfg.data.split} task {', '.join(cfg.data.tasks)}",
+            "judges": self.judges.describe(), "rows": self.rows,
+        })
+
+
+def run(cfg: RunConfig) -> Path:
+    """Run the scenario of ``cfg`` and write its run directory; returns the directory."""
+    start = time.time()
+    if cfg.scenario == "real_world" and cfg.data.split != tofu.REAL_WORLD:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split=tofu.REAL_WORLD))
+    state = Run(cfg)
+    {"fictitious": _fictitious, "continual": _continual, "real_world": _real_world}[cfg.scenario](state)
+    log(f"run {cfg.run_name}: done in {time.time() - start:.0f}s -> {state.dir}")
+    return state.dir
+
+
+def _fictitious(state: Run) -> None:
+    cfg = state.cfg
+    models = finetune_models(cfg)
+    tasks = list(cfg.data.tasks)
+    state.retain_eval = state.dir / "eval" / "retain_model"
+    evaluate_cached(models["retain"], cfg, tasks, state.judges, state.retain_eval)
+    target_eval = state.dir / "eval" / "target"
+    summary = evaluate_cached(models["target"], cfg, tasks, state.judges, target_eval)
+    row = _row("target", summary, target_eval, state.dir)
+    row["aggregates"]["forget_quality"] = forget_quality_for(target_eval, state.retain_eval)
+    state.rows.append(row)
+    state.save()
+    for method in cfg.methods:
+        state.unlearn_and_evaluate(method, models["target"], method, tasks, tasks)
+
+
+def _continual(state: Run) -> None:
+    """Unlearn tasks in sequence; each starts from the previous task's model."""
+    cfg = state.cfg
+    models = finetune_models(cfg, which=("target",))
+    tasks = list(cfg.data.tasks)
+    target_eval = state.dir / "eval" / "target"
+    state.rows.append(_row("target", evaluate_cached(models["target"], cfg, tasks[:1], state.judges, target_eval),
+                           target_eval, state.dir))
+    for method in cfg.methods:
+        previous = models["target"]
+        for i, task in enumerate(tasks):
+            ref = models["target"] if cfg.unlearn.fix_ref_model else previous
+            out = state.unlearn_and_evaluate(method, previous, f"{method}/task{task}", [task], tasks[: i + 1],
+                                             ref=ref, task=i + 1)
+            if out is None:
+                break
+            previous = out
+
+
+def _real_world(state: Run) -> None:
+    """An instruct model as it is: forget real people, keep their neighbours."""
+    cfg = state.cfg
+    base = Path(resolve_model(cfg.model.name, cfg.model.cache_dir))
+    tasks = list(cfg.data.tasks)
+    target_eval = state.dir / "eval" / "target"
+    state.rows.append(_row("target", evaluate_cached(base, cfg, tasks, state.judges, target_eval),
+                           target_eval, state.dir))
+    state.save()
+    for method in cfg.methods:
+        state.unlearn_and_evaluate(method, base, method, tasks, tasks)
