@@ -64,3 +64,33 @@ def test_every_method_unlearns_and_saves(method_name, tiny_target, tmp_path):
     before, after = _forget_loss(cfg, method_name, target, target), _forget_loss(cfg, method_name, out, target)
     # Each loss is minimised: after unlearning it must be lower than on the target.
     assert after < before, f"{method_name}: forget loss {before:.4f} -> {after:.4f}"
+
+
+def test_lora_unlearning_saves_adapter_and_merged_model(tiny_target, tmp_path):
+    cfg, target = tiny_target
+    cfg = load_config("demo", [f"model.name={cfg.model.name}", f"model.cache_dir={cfg.model.cache_dir}",
+                               "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
+                               "finetune.train.lr=1e-3", "finetune.train.bf16=false",
+                               "unlearn.train.epochs=1", "unlearn.train.batch_size=20", "unlearn.train.lr=1e-2",
+                               "unlearn.train.bf16=false", "unlearn.train.lora=true", "unlearn.train.lora_r=4"])
+    out = tmp_path / "lora"
+    unlearn_model(cfg, "ME+GD", target, out)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out)  # merged: a plain model, no peft needed
+    original = AutoModelForCausalLM.from_pretrained(target)
+    changed = [n for (n, p), (_, q) in zip(merged.named_parameters(), original.named_parameters()) if not torch.equal(p, q)]
+    assert changed and all("proj" in n for n in changed)  # only LoRA-wrapped linear layers moved
+
+
+def test_epoch_checkpoints_on_request(tiny_target, tmp_path):
+    cfg, target = tiny_target
+    cfg = load_config("demo", [f"model.name={cfg.model.name}", f"model.cache_dir={cfg.model.cache_dir}",
+                               "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
+                               "finetune.train.lr=1e-3", "finetune.train.bf16=false",
+                               "unlearn.train.epochs=2", "unlearn.train.batch_size=20", "unlearn.train.bf16=false",
+                               "unlearn.train.save_every_epoch=true"])
+    out = tmp_path / "epochs"
+    unlearn_model(cfg, "ME+GD", target, out)
+    assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch-1", "epoch-2"]
+    AutoModelForCausalLM.from_pretrained(out / "epochs" / "epoch-1")
+    assert not out.with_name("epochs.checkpoints").exists()  # resume checkpoints removed once done

@@ -90,11 +90,22 @@ class UnlearnLMTrainerBase(Trainer):
 
     def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss.detach()).all():
-            step = self.state.global_step + 1
-            raise NumericalError(
-                f"non-finite loss ({loss.item()}) at optimisation step {step}; the last good checkpoint "
-                f"is kept in {self.args.output_dir}. Lower the learning rate or forget_coeff."
-            )
+            self._numerical_error(f"non-finite loss ({loss.item()})")
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """The global gradient norm, checked before the optimizer step: a finite loss can still
+        give NaN/inf gradients, and one such update would poison the next epoch checkpoint."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if grad_norm is not None and not math.isfinite(float(grad_norm)):
+            self._numerical_error(f"non-finite gradient norm ({float(grad_norm)})")
+        return grad_norm
+
+    def _numerical_error(self, what: str) -> None:
+        step = self.state.global_step + 1
+        raise NumericalError(
+            f"{what} at optimisation step {step}; the last good checkpoint "
+            f"is kept in {self.args.output_dir}. Lower the learning rate or forget_coeff."
+        )
 
 
 def last_checkpoint(output_dir: Path) -> str | None:

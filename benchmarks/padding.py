@@ -1,0 +1,177 @@
+"""Unlearning steps per second: dynamic length-grouped batches vs padding everything to 500.
+
+    python benchmarks/padding.py [--steps 3] [--quick] [--threads auto]
+
+SmolLM2-135M, TOFU forget01 task 1 (40 forget QA) with its retain pairs, batch 4, bf16
+autocast as ``use_bf16("auto")``, one full optimisation step each (forward of every part,
+the method's loss, backward, AdamW step), for ME+GD and NPO+KL.
+
+  dynamic  this project: UnlearnDataset + length_grouped_order + PartsCollator (each part
+           padded to its longest sequence in the batch); every batch of the epoch is timed.
+  padded   the reference code's batches: every example of every part padded to 500 tokens
+           (labels -100 and attention mask 0 over padding, so the loss is identical; the
+           reference ME with mask=false also averaged over padding, not reproduced here).
+           Every padded step has the same shape, so ``--steps`` of them are timed.
+
+Padded and dynamic steps are interleaved (one padded step, then a share of the dynamic
+batches) so a change in machine load hits both. The figure is the ratio of steps/s.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+PAD_TO = 500
+BATCH = 4
+METHODS = ("ME+GD", "NPO+KL")
+GOAL = 4.0
+
+
+def pad_part(part: dict, width: int, pad_id: int) -> dict:
+    import torch
+
+    from unlearnlm.data.prompts import IGNORE
+
+    extra = width - part["input_ids"].shape[1]
+    if extra < 0:
+        raise ValueError(f"a sequence is longer than {width} tokens")
+    b = part["input_ids"].shape[0]
+    return {
+        "input_ids": torch.cat([part["input_ids"], torch.full((b, extra), pad_id, dtype=torch.long)], 1),
+        "attention_mask": torch.cat([part["attention_mask"], torch.zeros((b, extra), dtype=torch.long)], 1),
+        "labels": torch.cat([part["labels"], torch.full((b, extra), IGNORE, dtype=torch.long)], 1),
+    }
+
+
+def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int, bf16: bool) -> dict:
+    import torch
+
+    from unlearnlm.config.schema import UnlearnConfig
+    from unlearnlm.data.collate import length_grouped_order
+    from unlearnlm.methods import LossConfig, LossContext, get_method
+    from unlearnlm.models.loading import load_model
+    from unlearnlm.training.unlearn import method_settings
+    from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
+
+    forget, retain, idk = rows
+    method = get_method(name)
+    settings = method_settings(UnlearnConfig(), name)  # ME: mask_question=False, others True
+    dataset = UnlearnDataset(forget, retain, idk, tok, fmt, method.parts, settings.mask_question, 512, seed=0)
+    order = length_grouped_order(dataset.lengths(), BATCH, seed=0)
+    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+    collate = PartsCollator(tok.pad_token_id)
+    dyn = [collate([dataset[i] for i in b]) for b in batches]
+    pad = [{k: pad_part(v, PAD_TO, tok.pad_token_id) for k, v in batch.items()} for batch in dyn]
+    # dynamic: an evenly spaced selection of the epoch's batches when fewer than all are timed
+    pick = sorted({round(i * len(dyn) / n_dynamic) for i in range(n_dynamic)}) if n_dynamic < len(dyn) else range(len(dyn))
+    dyn_timed = [dyn[i] for i in pick]
+
+    torch.manual_seed(0)
+    model = load_model(path).train()
+    ref = load_model(path).eval().requires_grad_(False) if method.needs_ref else None
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
+    cfg = LossConfig()
+
+    def step(batch) -> float:
+        with common.autocast(bf16):
+            loss, _ = method.loss(LossContext(model, batch, ref), cfg, 1.0, 1.0)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{name}: non-finite loss")
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    def tokens(batch):
+        real = sum(int(p["attention_mask"].sum()) for p in batch.values())
+        total = sum(p["attention_mask"].numel() for p in batch.values())
+        return real, total
+
+    print(f"\n-- {name}: parts {sorted(method.parts)}, mask_question={settings.mask_question}, "
+          f"reference model {'loaded' if ref is not None else 'not needed'}; "
+          f"{len(dyn)} batches of {BATCH} per epoch; timing {steps} padded steps and {len(dyn_timed)} dynamic steps")
+    t = time.perf_counter()
+    step(dyn[0])
+    w_dyn = time.perf_counter() - t
+    t = time.perf_counter()
+    step(pad[0])
+    w_pad = time.perf_counter() - t
+    print(f"   warm-up: dynamic step {w_dyn:.1f}s, padded step {w_pad:.1f}s (not counted)", flush=True)
+
+    sw = common.Stopwatch()
+    real = {"dynamic": 0, "padded": 0}
+    total = {"dynamic": 0, "padded": 0}
+    share = math.ceil(len(dyn_timed) / steps)
+    queue = list(dyn_timed)
+    for r in range(steps):
+        batch = pad[(r + 1) % len(pad)]
+        with sw("padded"):
+            step(batch)
+        rt, tt = tokens(batch)
+        real["padded"] += rt
+        total["padded"] += tt
+        print(f"   padded  step {r + 1}: {sw.seconds['padded'] / sw.counts['padded']:.2f}s mean so far, "
+              f"{tt} tokens ({rt} real)", flush=True)
+        mine, queue = (queue[:share], queue[share:]) if r < steps - 1 else (queue, [])
+        for batch in mine:
+            with sw("dynamic"):
+                step(batch)
+            rt, tt = tokens(batch)
+            real["dynamic"] += rt
+            total["dynamic"] += tt
+        if mine:
+            print(f"   dynamic steps so far {sw.counts['dynamic']}: {sw.seconds['dynamic'] / sw.counts['dynamic']:.2f}s mean", flush=True)
+    out = {}
+    for mode in ("dynamic", "padded"):
+        n = sw.counts[mode]
+        out[mode] = {
+            "steps": n, "seconds": sw.seconds[mode], "steps_per_s": sw.rate(mode),
+            "tokens_per_step": total[mode] / n, "real_tokens_per_step": real[mode] / n,
+            "real_tokens_per_s": real[mode] / sw.seconds[mode],
+        }
+    out["ratio"] = out["dynamic"]["steps_per_s"] / out["padded"]["steps_per_s"]
+    out["token_ratio"] = out["padded"]["tokens_per_step"] / out["dynamic"]["tokens_per_step"]
+    del model, ref, opt
+    return out
+
+
+def main() -> int:
+    args = common.parser(__doc__.split("\n")[0], steps=3).parse_args()
+    threads = common.set_threads(args.threads)
+    start = common.header("padding", threads)
+    from unlearnlm.models.loading import use_bf16
+
+    bf16 = use_bf16("auto")
+    steps = 2 if args.quick else max(1, args.steps)
+    n_dynamic = 4 if args.quick else 10**9
+    path, tok, fmt, _ = common.smollm2(with_model=False)
+    rows = common.tofu_task1()
+    print(f"model {path}; bf16 autocast {bf16}; forget {len(rows[0])} QA, retain {len(rows[1])} QA; batch {BATCH}; "
+          f"padded width {PAD_TO}")
+    results = {}
+    for name in METHODS:
+        results[name] = run_method(name, path, tok, fmt, rows, steps, n_dynamic, bf16)
+
+    print("\nmethod  mode     steps  s/step  steps/s  tokens/step (real)  real tokens/s")
+    for name, res in results.items():
+        for mode in ("dynamic", "padded"):
+            r = res[mode]
+            print(f"{name:7} {mode:8} {r['steps']:5d} {r['seconds'] / r['steps']:7.2f} {r['steps_per_s']:8.3f} "
+                  f"{r['tokens_per_step']:8.0f} ({r['real_tokens_per_step']:5.0f}) {r['real_tokens_per_s']:12.1f}")
+        print(f"{name:7} dynamic/padded steps/s = {res['ratio']:.2f}x "
+              f"(padded batches hold {res['token_ratio']:.2f}x the tokens)")
+    common.footer(start)
+    worst = min(results, key=lambda n: results[n]["ratio"])
+    text = ", ".join(f"{n} {results[n]['ratio']:.2f}x" for n in results)
+    common.summary("padding", f"dynamic/padded-{PAD_TO} steps/s ratio ({text}; worst {worst})",
+                   results[worst]["ratio"], GOAL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
