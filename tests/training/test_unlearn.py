@@ -14,15 +14,21 @@ from unlearnlm.training.unlearn import method_settings, unlearn_model, unlearnin
 from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
 
 
+TINY_FINETUNE = ["finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
+                 "finetune.train.lr=1e-3", "finetune.train.bf16=false"]
+
+
 @pytest.fixture(scope="module")
 def tiny_target(tiny_model_dir, tiny_nli_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("target")
-    cfg = load_config("demo", [
-        f"model.name={tiny_model_dir}", f"model.cache_dir={tmp / 'cache'}", "finetune.retain_rows=4",
-        "finetune.train.epochs=1", "finetune.train.batch_size=16", "finetune.train.lr=1e-3",
-        "finetune.train.bf16=false",
-    ])
+    cfg = load_config("demo", [f"model.name={tiny_model_dir}", f"model.cache_dir={tmp / 'cache'}", *TINY_FINETUNE])
     return cfg, finetune_models(cfg, which=("target",))["target"]
+
+
+def _config(cfg, *unlearn_options):
+    """The tiny target's config plus unlearning options."""
+    return load_config("demo", [f"model.name={cfg.model.name}", f"model.cache_dir={cfg.model.cache_dir}",
+                                *TINY_FINETUNE, "unlearn.train.bf16=false", *unlearn_options])
 
 
 def _forget_loss(cfg, method_name, model_dir, ref_dir):
@@ -47,13 +53,10 @@ def _forget_loss(cfg, method_name, model_dir, ref_dir):
 @pytest.mark.parametrize("method_name", all_method_names())
 def test_every_method_unlearns_and_saves(method_name, tiny_target, tmp_path):
     cfg, target = tiny_target
-    cfg = load_config("demo", [f"model.name={cfg.model.name}", f"model.cache_dir={cfg.model.cache_dir}",
-                               "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
-                               "finetune.train.lr=1e-3", "finetune.train.bf16=false",
-                               "unlearn.train.epochs=1", "unlearn.train.batch_size=20", "unlearn.train.lr=3e-3",
-                               "unlearn.train.bf16=false", "unlearn.train.warmup_epochs=0",
+    cfg = _config(cfg, "unlearn.train.epochs=1", "unlearn.train.batch_size=20", "unlearn.train.lr=3e-3",
+                               "unlearn.train.warmup_epochs=0",
                                # a light regulariser: the forget loss alone must show its direction
-                               "unlearn.reg_coeff=0.1", "unlearn.per_method={}"])
+                               "unlearn.reg_coeff=0.1", "unlearn.per_method={}")
     out = tmp_path / "unlearned"
     manifest = unlearn_model(cfg, method_name, target, out)
     assert manifest["method"] == method_name
@@ -68,11 +71,8 @@ def test_every_method_unlearns_and_saves(method_name, tiny_target, tmp_path):
 
 def test_lora_unlearning_saves_adapter_and_merged_model(tiny_target, tmp_path):
     cfg, target = tiny_target
-    cfg = load_config("demo", [f"model.name={cfg.model.name}", f"model.cache_dir={cfg.model.cache_dir}",
-                               "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
-                               "finetune.train.lr=1e-3", "finetune.train.bf16=false",
-                               "unlearn.train.epochs=1", "unlearn.train.batch_size=20", "unlearn.train.lr=1e-2",
-                               "unlearn.train.bf16=false", "unlearn.train.lora=true", "unlearn.train.lora_r=4"])
+    cfg = _config(cfg, "unlearn.train.epochs=1", "unlearn.train.batch_size=20", "unlearn.train.lr=1e-2",
+                               "unlearn.train.lora=true", "unlearn.train.lora_r=4")
     out = tmp_path / "lora"
     unlearn_model(cfg, "ME+GD", target, out)
     assert (out / "adapter" / "adapter_config.json").is_file()
@@ -84,11 +84,8 @@ def test_lora_unlearning_saves_adapter_and_merged_model(tiny_target, tmp_path):
 
 def test_epoch_checkpoints_on_request(tiny_target, tmp_path):
     cfg, target = tiny_target
-    cfg = load_config("demo", [f"model.name={cfg.model.name}", f"model.cache_dir={cfg.model.cache_dir}",
-                               "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
-                               "finetune.train.lr=1e-3", "finetune.train.bf16=false",
-                               "unlearn.train.epochs=2", "unlearn.train.batch_size=20", "unlearn.train.bf16=false",
-                               "unlearn.train.save_every_epoch=true"])
+    cfg = _config(cfg, "unlearn.train.epochs=2", "unlearn.train.batch_size=20",
+                               "unlearn.train.save_every_epoch=true")
     out = tmp_path / "epochs"
     unlearn_model(cfg, "ME+GD", target, out)
     assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch-1", "epoch-2"]

@@ -197,8 +197,13 @@ def _resumable(path: Path, rows: list[dict]) -> dict | None:
     """The set summary at ``path`` if it was computed on these same questions."""
     if not path.is_file():
         return None
-    summary = read_json(path)
-    if summary.get("n") != len(rows) or summary.get("questions_sha256") != _questions_key(rows):
+    try:
+        summary = read_json(path)
+    except ValueError:  # cut short (e.g. a crash before the data reached the disk): not a result
+        log(f"{path}: unreadable; recomputing")
+        return None
+    if not isinstance(summary, dict) or summary.get("n") != len(rows) \
+            or summary.get("questions_sha256") != _questions_key(rows):
         log(f"{path}: computed on other questions; recomputing")
         return None
     return summary
@@ -224,8 +229,11 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
     mmlu_file = out_dir / MMLU
     mmlu = None
     if cfg.eval.mmlu_size > 0 and not force and mmlu_file.is_file():
-        mmlu = read_json(mmlu_file)
-        if mmlu.get("n") != cfg.eval.mmlu_size:
+        try:
+            mmlu = read_json(mmlu_file)
+        except ValueError:  # unreadable: recompute
+            mmlu = None
+        if not isinstance(mmlu, dict) or mmlu.get("n") != cfg.eval.mmlu_size:
             mmlu = None
     need_mmlu = cfg.eval.mmlu_size > 0 and mmlu is None
 

@@ -2,6 +2,7 @@
 real-token throughput, a NaN guard, resumable checkpoints and atomic final saves."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -109,13 +110,23 @@ class UnlearnLMTrainerBase(Trainer):
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` folder (trainer_state.json written last)."""
+    """The newest complete ``checkpoint-N`` folder (trainer_state.json written last, not
+    atomically: one cut short by a kill is skipped, the previous checkpoint is used)."""
     if not output_dir.is_dir():
         return None
-    found = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    found = [p for p in output_dir.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and _readable_json(p / "trainer_state.json")]
     if not found:
         return None
     return str(max(found, key=lambda p: int(p.name.split("-")[-1])))
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def save_final(trainer: Trainer, tokenizer, out_dir: Path, merge_lora: bool = True) -> None:

@@ -646,8 +646,9 @@ def build_offline_nli(
     tmp = Path(tempfile.mkdtemp(prefix=f".nli-{key}.", suffix=".tmp", dir=cache_dir))
     try:
         model.eval()
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with _quiet_transformers():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         if not (tmp / "model.safetensors").is_file():
             raise ModelError(f"offline NLI judge: save_pretrained wrote no model.safetensors in {tmp}")
         from unlearnlm.io import write_json
