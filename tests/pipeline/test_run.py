@@ -39,3 +39,31 @@ def test_run_writes_results_report_and_resumes(tiny_run_overrides, tmp_path, cap
     first = (run_dir / "results.json").read_text()
     run(load_config("demo", overrides))
     assert json.loads((run_dir / "results.json").read_text())["rows"] == json.loads(first)["rows"]
+
+
+def test_continual_scenario_chains_tasks(tiny_run_overrides, tmp_path):
+    cfg = load_config("demo", tiny_run_overrides + ["scenario=continual", "data.tasks=[1,2]", "methods=[IDK+GD]",
+                                                    "unlearn.train.batch_size=20"])
+    run_dir = run(cfg)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [(r["label"], r["task"]) for r in results["rows"]] == [
+        ("target", None), ("IDK+GD/task1", 1), ("IDK+GD/task2", 2)]
+    second = json.loads((run_dir / "models" / "IDK+GD_task2" / "unlearnlm_manifest.json").read_text())
+    assert second["base_model"].endswith("IDK+GD_task1")  # task 2 starts from task 1's model
+    assert second["unlearned_tasks"] == ["1", "2"]
+    first = json.loads((run_dir / "models" / "IDK+GD_task1" / "unlearnlm_manifest.json").read_text())
+    assert second["n_retain"] < first["n_retain"]  # the retain set shrinks as tasks are unlearned
+    # after task 2 the forget set holds both tasks' questions (capped at ds_size)
+    assert set(results["rows"][2]["sets"]) == {"forget", "retain", "real_authors", "world_facts"}
+
+
+def test_real_world_scenario_with_mmlu(tiny_run_overrides, tmp_path):
+    cfg = load_config("demo", tiny_run_overrides + ["scenario=real_world", "data.tasks=[1]", "methods=[ME+GD]",
+                                                    "eval.mmlu_size=2", "unlearn.train.batch_size=20"])
+    run_dir = run(cfg)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [r["label"] for r in results["rows"]] == ["target", "ME+GD"]
+    for row in results["rows"]:
+        assert set(row["sets"]) == {"forget", "neighbor"}
+        assert 0 <= row["aggregates"]["mmlu"] <= 1
+        assert row["aggregates"]["tofu_model_utility"] is None

@@ -7,21 +7,32 @@ set is done); they are then rerun with the same command. No test-only hook in th
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata as md
+import itertools
 import json
 import math
 import os
+import platform
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from unlearnlm.cli import main
 from unlearnlm.config import load_config
-from unlearnlm.errors import ConfigError, ModelError
+from unlearnlm.config.load import config_to_dict
+from unlearnlm.config.schema import RunConfig
+from unlearnlm.errors import ConfigError, ModelError, NumericalError
+from unlearnlm.io import atomic_path, read_json, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 METHOD = "GA+GD"  # has a forget and a retain part, no reference model: the cheapest full method
@@ -120,13 +131,44 @@ def _assert_same_results(run_dir: Path, ref_dir: Path) -> None:
             _close(got, want, f"{row['label']}/{name}")
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """In-process runs use one thread, like the OMP_NUM_THREADS=1 subprocesses."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _run_in_process(overrides: list[str]) -> None:
+    with _one_thread():
+        assert main(["run", *overrides]) == 0
+
+
 # --------------------------------------------------------------------------- reference run
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir, tiny_nli_dir, tmp_path_factory) -> Path:
-    """An uninterrupted CLI run (its own cache: nothing is shared with the other runs)."""
+def reference(tiny_model_dir, tiny_nli_dir, tmp_path_factory) -> SimpleNamespace:
+    """An uninterrupted run with its own cache (nothing is shared with the other runs). It runs
+    in-process (a CLI process costs seconds of imports) and records every ``from_pretrained``."""
+    import transformers
+
     base = tmp_path_factory.mktemp("reference")
-    _run_to_end(_overrides(tiny_model_dir, tiny_nli_dir, base), base / "log.txt")
-    return base / "runs" / "tiny"
+    calls: list[tuple[str, str, object]] = []
+    with pytest.MonkeyPatch.context() as mp:
+        for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer,
+                    transformers.AutoModelForSequenceClassification):
+            def recorder(*args, _original=cls.from_pretrained, _cls=cls.__name__, **kwargs):
+                calls.append((_cls, str(args[0]), kwargs.get("trust_remote_code", "not passed")))
+                return _original(*args, **kwargs)
+
+            mp.setattr(cls, "from_pretrained", recorder)
+        overrides = _overrides(tiny_model_dir, tiny_nli_dir, base)
+        _run_in_process(overrides)
+    return SimpleNamespace(base=base, dir=base / "runs" / "tiny", overrides=overrides, calls=calls)
 
 
 # --------------------------------------------------------------------------- 1. interruption
@@ -162,4 +204,256 @@ def test_sigkill_in_finetune_unlearn_and_eval_then_rerun_gives_reference_results
     for name in done_before_kill:
         assert f"eval {name.removesuffix('.summary.json')}: loaded from {eval_dir}" in log4
     assert not list(models.glob("*.checkpoints")) and not list(finetuned.glob("*/*.checkpoints"))
-    _assert_same_results(run_dir, reference)
+    _assert_same_results(run_dir, reference.dir)
+
+
+# --------------------------------------------------------------------------- 2. atomic writes
+def test_atomic_write_never_leaves_a_partial_file(tmp_path):
+    path = tmp_path / "forget.summary.json"
+    write_json(path, {"n": 3})
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text('{"n": 4, "means": {"rou')  # killed mid-write
+            raise RuntimeError("interrupted")
+    assert read_json(path) == {"n": 3}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the temp file is gone too
+
+
+def test_half_written_set_results_are_recomputed_not_read(reference, capsys, tmp_path):
+    """A set counts as done only through a complete ``<set>.summary.json``: one cut short, an
+    empty one, or only a leftover temp file (a kill before the rename) is recomputed."""
+    from unlearnlm.data import tofu
+    from unlearnlm.data.loading import resolve_data_dir
+    from unlearnlm.evaluation.evaluate import evaluate_model, exclude_questions_for, load_judges
+
+    ref_eval = reference.dir / "eval" / METHOD
+    out = tmp_path / "eval"
+    shutil.copytree(ref_eval, out)
+    (out / "summary.json").unlink()
+    text = (out / "forget.summary.json").read_text()
+    (out / "forget.summary.json").write_text(text[: len(text) // 2])  # cut short
+    (out / "real_authors.summary.json").write_text("")  # zero-length (crash before data hit the disk)
+    (out / "retain.summary.json").rename(out / ".retain.summary.json.x1y2z3.tmp")  # killed before rename
+    (out / ".retain.jsonl.a1b2c3.tmp").write_text('{"question": "half a rec')
+    (out / "retain.jsonl").unlink()
+
+    cfg = load_config("demo", reference.overrides)
+    sets = tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, cfg.data.tasks, cfg.eval.ds_size)
+    judges = load_judges(cfg, exclude_questions_for(cfg), progress=False)
+    capsys.readouterr()
+    with _one_thread():
+        summary = evaluate_model(reference.dir / "models" / METHOD, cfg, sets, "tofu", out, judges, progress=False)
+    err = capsys.readouterr().err
+    assert f"{out / 'forget.summary.json'}: unreadable; recomputing" in err
+    assert f"{out / 'real_authors.summary.json'}: unreadable; recomputing" in err
+    assert f"eval world_facts: loaded from" in err
+    for name in ("forget", "retain", "real_authors"):
+        assert f"eval {name}: loaded from" not in err
+        assert f"eval {name}: 3 examples in" in err
+    ref_summary = read_json(ref_eval / "summary.json")
+    _close(summary["sets"], ref_summary["sets"], "sets")
+    _close(summary["aggregates"], ref_summary["aggregates"], "aggregates")
+    for name in sets:
+        _close(read_json(out / f"{name}.summary.json")["means"], read_json(ref_eval / f"{name}.summary.json")["means"],
+               name)
+        got = (out / f"{name}.jsonl").read_text().splitlines()
+        assert [json.loads(l)["generation"] for l in got] == \
+            [json.loads(l)["generation"] for l in (ref_eval / f"{name}.jsonl").read_text().splitlines()]
+
+
+def test_last_checkpoint_skips_a_checkpoint_cut_short(tmp_path):
+    from unlearnlm.training.base import last_checkpoint
+
+    for step in (5, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (tmp_path / "checkpoint-15").mkdir()  # killed while writing trainer_state.json (not atomic in HF)
+    (tmp_path / "checkpoint-15" / "trainer_state.json").write_text('{"global_step": 15, "log_hi')
+    (tmp_path / "checkpoint-20").mkdir()  # killed while writing the weights
+    (tmp_path / "checkpoint-20" / "model.safetensors").write_bytes(b"\0" * 10)
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert last_checkpoint(tmp_path / "missing") is None
+
+
+# --------------------------------------------------------------------------- 3. numerical failure
+def _finite_weights(checkpoint: Path) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(checkpoint / "model.safetensors")
+    return bool(tensors) and all(bool(torch.isfinite(t).all()) for t in tensors.values())
+
+
+STEPS_PER_EPOCH = 5  # 40 forget QA / batch 8
+
+
+def test_diverging_unlearning_fails_its_row_and_keeps_the_last_good_checkpoint(
+        reference, tiny_model_dir, tiny_nli_dir, capsys, tmp_path):
+    """GA at lr 30 diverges in its second epoch: the row is recorded as failed with the step,
+    the epoch-1 checkpoint stays (and is finite), no model or evaluation is produced."""
+    shutil.copytree(reference.base / "cache", tmp_path / "cache")  # fine-tuned models: only unlearning runs
+    _run_in_process(_overrides(tiny_model_dir, tiny_nli_dir, tmp_path, "unlearn.train.lr=30",
+                               "unlearn.train.epochs=4"))
+    run_dir = tmp_path / "runs" / "tiny"
+    rows = {r["label"]: r for r in read_json(run_dir / "results.json")["rows"]}
+    assert rows["target"]["status"] == "ok"
+    failed = rows[METHOD]
+    assert failed["status"] == "failed" and failed["aggregates"] == {} and failed["sets"] == {}
+    assert failed["method"] == METHOD and failed["lr"] == 30
+    match = re.search(r"non-finite (loss|gradient norm) \((nan|inf|-inf)\) at optimisation step (\d+)",
+                      failed["error"])
+    assert match, failed["error"]
+    step = int(match.group(3))
+    assert step > STEPS_PER_EPOCH, "diverged in the first epoch: no checkpoint to keep"
+    ckpt_dir = run_dir / "models" / f"{METHOD}.checkpoints"
+    assert str(ckpt_dir) in failed["error"]
+    from unlearnlm.training.base import last_checkpoint
+
+    last = Path(last_checkpoint(ckpt_dir))
+    assert int(last.name.split("-")[1]) == (step - 1) // STEPS_PER_EPOCH * STEPS_PER_EPOCH
+    assert _finite_weights(last), "the kept checkpoint holds NaN/inf weights"
+    assert not (run_dir / "models" / METHOD).exists() and not (run_dir / "eval" / METHOD).exists()
+    captured = capsys.readouterr()
+    assert f"[{METHOD}] FAILED: non-finite" in captured.err
+    assert (run_dir / "report.html").is_file()
+
+
+def test_nan_loss_stops_before_the_update_naming_the_step(reference, monkeypatch, tmp_path):
+    """A loss that turns NaN at step 7 (second epoch) raises NumericalError there; the
+    epoch-1 checkpoint is kept and no final model is saved."""
+    import unlearnlm.training.unlearn as unlearn
+
+    real_get_method = unlearn.get_method
+    calls = itertools.count(1)
+
+    def nan_at_step_7(name):
+        method = real_get_method(name)
+        fn = method.forget.fn
+
+        def forget(ctx, cfg):
+            value = fn(ctx, cfg)
+            return value * float("nan") if next(calls) == 7 else value
+
+        return dataclasses.replace(method, forget=dataclasses.replace(method.forget, fn=forget))
+
+    monkeypatch.setattr(unlearn, "get_method", nan_at_step_7)
+    cfg = load_config("demo", reference.overrides + ["unlearn.train.epochs=2"])
+    (target,) = (reference.base / "cache" / "finetuned").glob("*/target")
+    out = tmp_path / "unlearned"
+    with _one_thread(), pytest.raises(NumericalError, match=r"non-finite loss \(nan\) at optimisation step 7;"):
+        unlearn.unlearn_model(cfg, METHOD, target, out)
+    checkpoints = sorted(p.name for p in (tmp_path / "unlearned.checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-5"] and _finite_weights(tmp_path / "unlearned.checkpoints" / "checkpoint-5")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- 4. reproducibility
+def test_same_seed_and_config_give_identical_results(reference, tiny_model_dir, tiny_nli_dir, tmp_path):
+    overrides = _overrides(tiny_model_dir, tiny_nli_dir, tmp_path)
+    _run_in_process(overrides)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert read_json(run_dir / "results.json")["rows"] == read_json(reference.dir / "results.json")["rows"]
+    _assert_same_results(run_dir, reference.dir)
+    assert read_json(run_dir / "manifest.json")["data_sha256"] == read_json(reference.dir / "manifest.json")["data_sha256"]
+
+
+def test_run_directory_records_config_seed_versions_and_data_checksums(reference):
+    run_dir = reference.dir
+    assert read_json(run_dir / "config.json") == config_to_dict(load_config("demo", reference.overrides))
+    manifest = read_json(run_dir / "manifest.json")
+    assert {"seed", "environment", "data_dir", "data_sha256"} <= manifest.keys()
+    assert manifest["seed"] == 0 == read_json(run_dir / "config.json")["unlearn"]["train"]["seed"]
+    env = manifest["environment"]
+    assert env["python"] == platform.python_version()
+    for package in ("torch", "transformers", "accelerate", "unlearnlm"):
+        assert env["packages"][package] == md.version(package)
+    data_dir = Path(manifest["data_dir"])
+    checksums = manifest["data_sha256"]
+    assert "tofu/forget01.json" in checksums and "idontknow.jsonl" in checksums
+    for rel in ("tofu/forget01.json", "idontknow.jsonl"):
+        assert checksums[rel] == hashlib.sha256((data_dir / rel).read_bytes()).hexdigest()
+    # every model folder says how it was made
+    for manifest_file in [*(reference.base / "cache" / "finetuned").glob("*/*/unlearnlm_manifest.json"),
+                          run_dir / "models" / METHOD / "unlearnlm_manifest.json"]:
+        model_manifest = read_json(manifest_file)
+        assert model_manifest["seed"] == 0 and model_manifest["environment"]["packages"]["torch"]
+
+
+# --------------------------------------------------------------------------- 5. safety
+def _no_work(monkeypatch):
+    import unlearnlm.pipeline.scenarios as scenarios
+
+    def started(*args, **kwargs):
+        raise AssertionError("work started before the input was refused")
+
+    for name in ("load_judges", "finetune_models", "evaluate_model", "unlearn_model"):
+        monkeypatch.setattr(scenarios, name, started)
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["../escape", "..", "a/../../escape", "/tmp/escape-abs", "sub/dir"])
+def test_run_name_that_leaves_output_dir_is_refused(name, tiny_run_overrides, monkeypatch, capsys, tmp_path):
+    _no_work(monkeypatch)
+    before = _tree(tmp_path)
+    overrides = [o for o in tiny_run_overrides if not o.startswith("run_name=")] + [f"run_name={name}"]
+    assert main(["run", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: run_name:") and "Traceback" not in err
+    assert _tree(tmp_path) == before  # nothing written, not even inside output_dir
+    assert not Path("/tmp/escape-abs").exists()
+    with pytest.raises(ConfigError):
+        from unlearnlm.pipeline.rundir import open_run_dir
+
+        open_run_dir(load_config("demo", overrides))
+
+
+@pytest.fixture(scope="module")
+def pickled_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model saved the old way: config, tokenizer and a pickled pytorch_model.bin only."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("pickled")
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(out, safe_serialization=False)
+    for f in tiny_model_dir.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")) or f.name.endswith(".jinja"):
+            shutil.copy(f, out / f.name)
+    assert (out / "pytorch_model.bin").is_file() and not list(out.glob("*.safetensors"))
+    return out
+
+
+def test_model_folder_with_only_pickled_weights_is_refused(pickled_model_dir, tiny_run_overrides, monkeypatch,
+                                                           capsys, tmp_path):
+    import torch
+
+    from unlearnlm.models.loading import load_model, resolve_model
+    from unlearnlm.pipeline import scenarios
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("torch.load called on a model folder")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    with pytest.raises(ModelError, match="no safetensors weights"):
+        resolve_model(str(pickled_model_dir))
+    with pytest.raises(ModelError, match="cannot load"):  # even when resolve_model is bypassed
+        load_model(str(pickled_model_dir))
+    # the whole run: judges stubbed (they load nothing from the model), refused before any training
+    monkeypatch.setattr(scenarios, "load_judges", lambda *a, **k: SimpleNamespace(describe=lambda: {}))
+    overrides = [o for o in tiny_run_overrides if not o.startswith("model.name=")] + \
+        [f"model.name={pickled_model_dir}"]
+    assert main(["run", *overrides]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: model ") and "pickled .bin weights are not loaded" in err[-1]
+    assert not (tmp_path / "cache" / "finetuned").exists() or not any((tmp_path / "cache" / "finetuned").rglob("*.safetensors"))
+
+
+def test_trust_remote_code_defaults_to_false_and_reaches_from_pretrained(reference):
+    assert RunConfig().model.trust_remote_code is False
+    assert load_config("demo").model.trust_remote_code is False
+    assert read_json(reference.dir / "config.json")["model"]["trust_remote_code"] is False
+    causal = [c for c in reference.calls if c[0] == "AutoModelForCausalLM"]
+    # fine-tune target and retain, evaluate retain, target and the unlearned model, unlearn
+    assert len(causal) >= 6, reference.calls
+    assert reference.calls and all(c[2] is False for c in reference.calls), reference.calls
