@@ -1,6 +1,6 @@
 """Unlearning steps per second: dynamic length-grouped batches vs padding everything to 500.
 
-    python benchmarks/padding.py [--steps 3] [--quick] [--threads auto]
+    python benchmarks/padding.py [--steps 2] [--dynamic-batches 4] [--quick] [--threads auto]
 
 SmolLM2-135M, TOFU forget01 task 1 (40 forget QA) with its retain pairs, batch 4, bf16
 autocast as ``use_bf16("auto")``, one full optimisation step each (forward of every part,
@@ -48,20 +48,26 @@ def pad_part(part: dict, width: int, pad_id: int) -> dict:
     }
 
 
+def default_mask_question(method) -> bool:
+    """The documented default (config schema, README): ME learns from question tokens too
+    (mask_question=False), every other forget loss masks the question."""
+    from unlearnlm.methods import get_method
+
+    return method.forget is not get_method("ME").forget
+
+
 def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int, bf16: bool) -> dict:
     import torch
 
-    from unlearnlm.config.schema import UnlearnConfig
     from unlearnlm.data.collate import length_grouped_order
     from unlearnlm.methods import LossConfig, LossContext, get_method
     from unlearnlm.models.loading import load_model
-    from unlearnlm.training.unlearn import method_settings
     from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
 
     forget, retain, idk = rows
     method = get_method(name)
-    settings = method_settings(UnlearnConfig(), name)  # ME: mask_question=False, others True
-    dataset = UnlearnDataset(forget, retain, idk, tok, fmt, method.parts, settings.mask_question, 512, seed=0)
+    mask_question = default_mask_question(method)
+    dataset = UnlearnDataset(forget, retain, idk, tok, fmt, method.parts, mask_question, 512, seed=0)
     order = length_grouped_order(dataset.lengths(), BATCH, seed=0)
     batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
     collate = PartsCollator(tok.pad_token_id)
@@ -85,14 +91,14 @@ def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int,
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return loss.detach().item()
 
     def tokens(batch):
         real = sum(int(p["attention_mask"].sum()) for p in batch.values())
         total = sum(p["attention_mask"].numel() for p in batch.values())
         return real, total
 
-    print(f"\n-- {name}: parts {sorted(method.parts)}, mask_question={settings.mask_question}, "
+    print(f"\n-- {name}: parts {sorted(method.parts)}, mask_question={mask_question}, "
           f"reference model {'loaded' if ref is not None else 'not needed'}; "
           f"{len(dyn)} batches of {BATCH} per epoch; timing {steps} padded steps and {len(dyn_timed)} dynamic steps")
     t = time.perf_counter()
@@ -141,14 +147,17 @@ def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int,
 
 
 def main() -> int:
-    args = common.parser(__doc__.split("\n")[0], steps=3).parse_args()
+    p = common.parser(__doc__.split("\n")[0], steps=2)
+    p.add_argument("--dynamic-batches", type=int, default=4,
+                   help="dynamic batches timed, evenly spaced over the epoch (default 4 of 10)")
+    args = p.parse_args()
     threads = common.set_threads(args.threads)
     start = common.header("padding", threads)
     from unlearnlm.models.loading import use_bf16
 
     bf16 = use_bf16("auto")
-    steps = 2 if args.quick else max(1, args.steps)
-    n_dynamic = 4 if args.quick else 10**9
+    steps = 1 if args.quick else max(1, args.steps)
+    n_dynamic = 2 if args.quick else max(1, args.dynamic_batches)
     path, tok, fmt, _ = common.smollm2(with_model=False)
     rows = common.tofu_task1()
     print(f"model {path}; bf16 autocast {bf16}; forget {len(rows[0])} QA, retain {len(rows[1])} QA; batch {BATCH}; "
