@@ -80,6 +80,13 @@ class UnlearnLMTrainerBase(Trainer):
             return super()._get_train_sampler(train_dataset)
         return LengthGroupedSampler(self.lengths, self.args.per_device_train_batch_size, self.args.seed)
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Fine-tuning loss (the model's own causal-LM loss), with token counting and a NaN guard."""
+        self.count_tokens(inputs)
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self.check_finite(out[0] if return_outputs else out)
+        return out
+
     def count_tokens(self, inputs: dict) -> None:
         """Add the real tokens of a batch (or of each part of an unlearning batch)."""
         for value in inputs.values():

@@ -1,0 +1,230 @@
+"""Evaluation examples/s: this project's batched score_set vs a straightforward per-example pipeline.
+
+    python benchmarks/eval_speed.py [--n 50] [--naive-budget 180] [--dtype auto|fp32|bf16]
+                                    [--pad-to 500] [--max-new-tokens 32] [--quick] [--threads auto]
+
+Both pipelines score the same rows (the first ``--n`` of TOFU's retain evaluation set, 50 by
+default) with SmolLM2-135M, the packaged all-MiniLM-L6-v2 embedder and one NLI judge (the
+offline judge when it is already built in the cache, else a tiny random BERT NLI classifier
+saved to a temp folder and used by BOTH: the comparison is about the pipeline, not the judge),
+the same greedy max_new_tokens and the same metric functions:
+
+  batched   ``evaluation.evaluate.score_set``: generation in length-sorted, left-padded
+            batches with the KV cache, every likelihood in length-sorted batches keeping
+            only the answer logits, one batched embedder call, one batched NLI call.
+  naive     written here: one question generated at a time (model.generate, batch 1), one
+            forward per (question, answer) padded to ``--pad-to`` tokens (500, as the
+            reference code) with the full logits, one sentence per embedder call, one pair
+            per NLI call.
+
+The naive pipeline runs example by example until all rows are done or ``--naive-budget``
+seconds have passed (its cost per example is nearly constant: the 500-token forwards
+dominate); its rate is measured on the rows it finished and compared with the batched rate
+on all rows. Per-example metrics (rouge, probability, truth_ratio, token_entropy, cosine,
+entailment) of the rows both scored must agree within 1e-3.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+GOAL = 5.0
+TOLERANCE = 1e-3
+METRICS = ("rouge", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
+
+
+# --------------------------------------------------------------------------- judge
+def nli_judge(tmp: Path):
+    """The cached offline NLI judge if one is built, else a tiny random BERT NLI classifier."""
+    from unlearnlm.evaluation.judges.nli import JUDGE_INFO, NLIJudge
+    from unlearnlm.models.offline import cache_root
+
+    built = sorted(d for d in (cache_root() / "judges").glob("nli-*")
+                   if (d / JUDGE_INFO).is_file() and (d / "model.safetensors").is_file())
+    if built:
+        judge = NLIJudge(str(built[-1]))
+        return judge, f"offline NLI judge {judge.name} ({built[-1]})"
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from unlearnlm.evaluation.judges.embedder import packaged_minilm_path
+
+    tok = AutoTokenizer.from_pretrained(str(packaged_minilm_path()))
+    config = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, max_position_embeddings=512, num_labels=3,
+        id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+        label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
+    )
+    torch.manual_seed(0)
+    folder = tmp / "tiny-nli"
+    BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return (NLIJudge(str(folder), name="tiny random BERT NLI (benchmark stand-in)"),
+            "tiny random BERT NLI classifier (2 layers, hidden 64, MiniLM tokenizer; no offline judge "
+            "built in the cache yet)")
+
+
+# --------------------------------------------------------------------------- naive pipeline
+def naive_example(model, tok, fmt, row, spec, direction, judges, max_new_tokens, pad_to, bf16, sw) -> dict:
+    """One example, one thing at a time."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import GenerationConfig
+
+    from unlearnlm.data.prompts import answer_ids, eos_id, prompt_ids
+    from unlearnlm.evaluation.generation import decode, stop_ids, trim_at_stop
+    from unlearnlm.evaluation.metrics import (
+        cosine_score, entailment_score, normalized_probability, probability, rouge_l_recall,
+        token_entropy, truth_ratio_raw, truth_ratio_score,
+    )
+
+    q, truth = row["question"], row[spec.truth_key]
+    stops = stop_ids(model, tok)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_id(tok)
+    with torch.inference_mode(), common.autocast(bf16):
+        with sw("generation"):
+            ids = torch.tensor([prompt_ids(tok, fmt, q)])
+            config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+                                      pad_token_id=pad_id, eos_token_id=sorted(stops))
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+            gen_ids = trim_at_stop(out[0, ids.shape[1]:].tolist(), stops)
+            generation = decode(tok, gen_ids)
+
+        def nll(answer: str) -> float:
+            p, a = prompt_ids(tok, fmt, q), answer_ids(tok, fmt, answer)
+            n = len(p) + len(a)
+            if n > pad_to:
+                raise ValueError(f"a sequence of {n} tokens does not fit --pad-to {pad_to}")
+            input_ids = torch.tensor([p + a + [pad_id] * (pad_to - n)])
+            mask = torch.tensor([[1] * n + [0] * (pad_to - n)])
+            logits = model(input_ids=input_ids, attention_mask=mask).logits[0]  # pad_to x V, all of them
+            targets = input_ids[0, len(p) : n]
+            return float(F.cross_entropy(logits[len(p) - 1 : n - 1].float(), targets).item())
+
+        with sw("likelihood"):
+            nll_answer = nll(truth)
+            nll_base = nll(row[spec.truth_ratio_base_key])
+            nll_perturbed = [nll(a) for a in row["perturbed_answer"]]
+    with sw("embedding"):
+        e_gen = judges.embedder.encode([generation])[0]
+        e_ref = judges.embedder.encode([row[spec.cosine_key]])[0]
+    with sw("nli"):
+        side = {"generation": generation, "reference": truth}
+        entailed = judges.nli.is_entailment([side[direction[0]]], [side[direction[1]]])[0]
+    rouge = rouge_l_recall(generation, truth)
+    R = truth_ratio_raw(nll_base, nll_perturbed)
+    return {
+        "generation": generation,
+        "rouge": rouge,
+        "probability": (normalized_probability(nll_answer, nll_perturbed)
+                        if spec.probability_form == "normalized" else probability(nll_answer)),
+        "truth_ratio": truth_ratio_score(R, spec.is_forget),
+        "token_entropy": token_entropy(gen_ids),
+        "cosine_similarity": cosine_score(e_gen, e_ref),
+        "entailment": entailment_score(bool(entailed), rouge),
+    }
+
+
+# --------------------------------------------------------------------------- main
+def main() -> int:
+    p = common.parser(__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=50, help="rows of the TOFU retain evaluation set (default 50)")
+    p.add_argument("--naive-budget", type=float, default=180.0,
+                   help="seconds the naive pipeline may run (it stops after the example in progress)")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="fp32",
+                   help="fp32 (default: bf16 batching numerics flip greedy tokens, see docs/benchmarks.md), "
+                        "auto (use_bf16('auto')) or bf16")
+    p.add_argument("--pad-to", type=int, default=500, help="naive likelihood padding (default 500)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    args = p.parse_args()
+    if args.quick:
+        args.n, args.naive_budget = min(args.n, 16), min(args.naive_budget, 45.0)
+    threads = common.set_threads(args.threads)
+    start = common.header("eval_speed", threads)
+
+    from unlearnlm.config.schema import RunConfig
+    from unlearnlm.data import tofu
+    from unlearnlm.data.loading import resolve_data_dir
+    from unlearnlm.evaluation.evaluate import Judges, score_set
+    from unlearnlm.evaluation.judges.embedder import SentenceEmbedder
+    from unlearnlm.evaluation.metrics import entailment_direction, eval_set
+    from unlearnlm.models.loading import use_bf16
+
+    bf16 = use_bf16("auto") if args.dtype == "auto" else args.dtype == "bf16"
+    cfg = RunConfig()
+    cfg.eval = dataclasses.replace(cfg.eval, max_new_tokens=args.max_new_tokens, ds_size=args.n)
+    rows = tofu.eval_sets(resolve_data_dir(), "forget01", ["1"], args.n)["retain"]
+    spec, direction = eval_set("retain", "tofu"), entailment_direction("retain", "tofu")
+    path, tok, fmt, model = common.smollm2()
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="unlearnlm-bench-") as tmp:
+        nli, nli_desc = nli_judge(Path(tmp))
+        judges = Judges(SentenceEmbedder(None), nli)
+        pairs = sum(2 + len(r["perturbed_answer"]) for r in rows)
+        print(f"model {path}; {'bf16 autocast' if bf16 else 'fp32'}; {len(rows)} TOFU retain rows "
+              f"({pairs} likelihood pairs); max_new_tokens {args.max_new_tokens}; eval batch size "
+              f"{cfg.eval.batch_size}\nembedder {judges.embedder.name}; NLI judge: {nli_desc}", flush=True)
+
+        # warm-up both paths on one row (kernels, allocator, tokenizers), not timed
+        score_set(model, tok, fmt, rows[:2], spec, direction, judges, cfg, bf16, "warmup", progress=False)
+        naive_example(model, tok, fmt, rows[0], spec, direction, judges, args.max_new_tokens, args.pad_to, bf16,
+                      common.Stopwatch())
+
+        print(f"\n-- batched (score_set) on {len(rows)} rows; load {common.load_average()}", flush=True)
+        t = time.perf_counter()
+        batched, stages = score_set(model, tok, fmt, rows, spec, direction, judges, cfg, bf16, "retain",
+                                    progress=False)
+        t_batched = time.perf_counter() - t
+        print(f"   {t_batched:.1f}s = {len(rows) / t_batched:.3f} examples/s; stages "
+              + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)
+
+        print(f"\n-- naive (per example, pad to {args.pad_to}) budget {args.naive_budget:.0f}s; "
+              f"load {common.load_average()}", flush=True)
+        sw = common.Stopwatch()
+        naive = []
+        t = time.perf_counter()
+        for row in rows:
+            naive.append(naive_example(model, tok, fmt, row, spec, direction, judges, args.max_new_tokens,
+                                       args.pad_to, bf16, sw))
+            elapsed = time.perf_counter() - t
+            if len(naive) % 5 == 0 or elapsed >= args.naive_budget:
+                print(f"   {len(naive)} rows in {elapsed:.1f}s", flush=True)
+            if elapsed >= args.naive_budget:
+                break
+        t_naive = time.perf_counter() - t
+        k = len(naive)
+        print(f"   {k} rows in {t_naive:.1f}s = {k / t_naive:.3f} examples/s; stages "
+              + ", ".join(f"{s} {v:.1f}s" for s, v in sw.seconds.items())
+              + (f"; all {len(rows)} rows would take ~{t_naive / k * len(rows):.0f}s" if k < len(rows) else ""),
+              flush=True)
+
+    diffs = {m: max(abs(float(a[m]) - float(b[m])) for a, b in zip(batched[:k], naive)) for m in METRICS}
+    same_text = sum(a["generation"] == b["generation"] for a, b in zip(batched[:k], naive))
+    worst = max(diffs.values())
+    print(f"\nagreement on the {k} rows both scored: identical generations {same_text}/{k}; max |batched - naive| "
+          + ", ".join(f"{m} {v:.2e}" for m, v in diffs.items())
+          + f" -> {'within' if worst <= TOLERANCE else 'OUTSIDE'} {TOLERANCE:g}")
+    per_b = {s: v / len(rows) for s, v in stages.items()}
+    per_n = {s: v / k for s, v in sw.seconds.items()}
+    print("seconds per example, batched vs naive: " + ", ".join(
+        f"{s} {per_b.get(s, 0):.3f} vs {per_n.get(s, 0):.3f} ({per_n.get(s, 0) / max(per_b.get(s, 0), 1e-9):.1f}x)"
+        for s in ("generation", "likelihood", "embedding", "nli")))
+    ratio = (len(rows) / t_batched) / (k / t_naive)
+    common.footer(start)
+    agree = "metrics agree" if worst <= TOLERANCE else f"METRICS DISAGREE by {worst:.2e}"
+    common.summary("eval_speed", f"batched/naive examples/s ({len(rows) / t_batched:.3f} vs {k / t_naive:.3f} on "
+                                 f"{len(rows)}/{k} rows, {'bf16' if bf16 else 'fp32'}, {agree} within "
+                                 f"{TOLERANCE:g}) ratio", ratio, GOAL)
+    return 0 if worst <= TOLERANCE else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
