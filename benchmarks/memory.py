@@ -36,8 +36,20 @@ def child(method: str, steps: int, lora: bool, out: Path) -> None:
 
     from unlearnlm.config.schema import RunConfig
     from unlearnlm.models.offline import prepare_offline_model
+    from unlearnlm.training import unlearn
     from unlearnlm.training.unlearn import unlearn_model
 
+    # Peak right after the last optimisation step (before the epoch checkpoint and final save):
+    # VmHWM only grows, so reading it after every step keeps the training-phase peak.
+    marks = {}
+    original = unlearn.UnlearnTrainer.training_step
+
+    def training_step(self, *a, **k):
+        out = original(self, *a, **k)
+        marks["train_peak"] = common.peak_rss_mib()
+        return out
+
+    unlearn.UnlearnTrainer.training_step = training_step
     cfg = RunConfig()
     train = dataclasses.replace(cfg.unlearn.train, epochs=steps / STEPS_PER_EPOCH, batch_size=4, grad_accum=1,
                                 lora=lora)
@@ -48,7 +60,7 @@ def child(method: str, steps: int, lora: bool, out: Path) -> None:
     steps_done = max((h.get("step", 0) for h in manifest["log_history"]), default=0)
     print("RESULT " + json.dumps({
         "method": method, "lora": lora, "peak_rss_mib": common.peak_rss_mib(),
-        "peak_after_imports_mib": after_import, "seconds": time.time() - t, "steps": steps_done,
+        "peak_after_imports_mib": after_import, "peak_training_mib": marks.get("train_peak"), "seconds": time.time() - t, "steps": steps_done,
         "ref_model": manifest["ref_model"] is not None,
     }), flush=True)
 
@@ -97,7 +109,8 @@ def main() -> int:
                   flush=True)
             r = run_child(method, steps, lora, threads[0])
             results[(method, lora)] = r
-            print(f"   peak RSS {r['peak_rss_mib']:.0f} MiB (after imports {r['peak_after_imports_mib']:.0f} MiB), "
+            print(f"   peak RSS {r['peak_rss_mib']:.0f} MiB (after imports {r['peak_after_imports_mib']:.0f} MiB, "
+                  f"up to the last training step {r['peak_training_mib']:.0f} MiB; the rest is checkpoint/final save), "
                   f"{r['steps']} steps, reference model {'held' if r['ref_model'] else 'not loaded'}, "
                   f"{r['wall']:.0f}s wall", flush=True)
 
@@ -107,13 +120,15 @@ def main() -> int:
 
     with safe_open(str(prepare_offline_model(common.MODEL_ALIAS) / "model.safetensors"), "pt") as f:
         n_params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())  # lm_head tied: not stored
-    print("\nrun             peak RSS MiB")
+    print("\nrun             peak RSS MiB   peak up to the last step MiB")
     for (method, lora), r in results.items():
-        print(f"{method + (' LoRA' if lora else ''):15} {r['peak_rss_mib']:10.0f}")
+        print(f"{method + (' LoRA' if lora else ''):15} {r['peak_rss_mib']:12.0f} {r['peak_training_mib']:14.0f}")
     ratios = {}
     for lora in pairs:
-        ratios[lora] = results[("ME+GD", lora)]["peak_rss_mib"] / results[("NPO+KL", lora)]["peak_rss_mib"]
-        print(f"ME+GD / NPO+KL{' (LoRA)' if lora else ''}: {ratios[lora]:.3f}")
+        me, npo = results[("ME+GD", lora)], results[("NPO+KL", lora)]
+        ratios[lora] = me["peak_rss_mib"] / npo["peak_rss_mib"]
+        print(f"ME+GD / NPO+KL{' (LoRA)' if lora else ''}: whole run {ratios[lora]:.3f}, "
+              f"training steps only {me['peak_training_mib'] / npo['peak_training_mib']:.3f}")
     param_mib = n_params * 4 / 2**20
     print(f"model weights in fp32: {param_mib:.0f} MiB; full fine-tuning holds weights + gradients + 2 AdamW "
           f"moments = {4 * param_mib:.0f} MiB in both methods, NPO+KL adds the frozen reference "
