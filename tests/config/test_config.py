@@ -24,7 +24,7 @@ def test_demo_preset_loads():
     assert cfg.finetune.retain_rows == 60
     assert cfg.unlearn.retain_set == "target_data"
     assert cfg.eval.ds_size == 40
-    assert cfg.unlearn.train.lr == 1e-5 and isinstance(cfg.unlearn.train.lr, float)
+    assert cfg.unlearn.train.lr == 5e-5 and isinstance(cfg.unlearn.train.lr, float)
     assert cfg.finetune.train.lr == 1e-4
     # inherited from its base (paper)
     assert cfg.unlearn.per_method["ME+GD"] == {"forget_coeff": 0.1, "mask_question": False}
