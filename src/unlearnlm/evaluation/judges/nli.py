@@ -16,7 +16,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -41,10 +40,13 @@ TOFU_PAIRS_FILE = "forget10_perturbed.json"
 ROWS_PER_AUTHOR = 20
 _BUILD_FORMAT = 1  # bump when the pair construction or training changes
 
-# Build defaults, measured on 2 shared CPU cores (see judge_info.json for a given build).
-DEFAULT_MAX_PAIRS = 4800
-DEFAULT_EPOCHS = 2
-DEFAULT_LR = 5e-5
+# Build defaults, tuned on 2 shared CPU cores (held-out accuracy, seed 0, 900 held-out pairs):
+#   3000 pairs x 2 epochs, lr 5e-5: 0.869 | lr 1e-4: 0.909 | lr 2e-4: 0.920
+#   4500 pairs x 1 epoch, lr 2e-4: 0.861  | 6000 pairs x 1 epoch, lr 1e-4: 0.933 (chosen)
+# 375 optimizer steps of batch 16; see judge_info.json for a given build's numbers.
+DEFAULT_MAX_PAIRS = 6000
+DEFAULT_EPOCHS = 1
+DEFAULT_LR = 1e-4
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_HELDOUT_FRACTION = 0.1
@@ -465,12 +467,16 @@ def build_offline_nli(
     heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
     swap_fraction: float = DEFAULT_SWAP_FRACTION,
     max_heldout_pairs: int = DEFAULT_MAX_HELDOUT_PAIRS,
+    num_threads: int | None = None,
 ) -> Path:
     """Build (or reuse) the offline NLI judge; returns its model folder ``cache_dir/nli-<key>``.
 
     A MiniLM cross-encoder (packaged all-MiniLM-L6-v2 encoder + fresh 3-way head) fine-tuned
     on TOFU forget10 pairs of authors none of whose questions is in ``exclude_questions``
-    (pass every question of the scenario's evaluation sets)."""
+    (pass every question of the scenario's evaluation sets).
+
+    ``num_threads``: torch CPU threads during the build (None: torch's setting). On a CPU
+    shared with other busy processes, 1 thread can be several times faster than 2."""
     import torch
 
     if max_pairs < 3:
@@ -509,6 +515,7 @@ def build_offline_nli(
 
     from unlearnlm.data.loading import read_jsonl
 
+    t0 = time.time()
     rows = read_jsonl(
         pairs_file,
         required=["question", "answer", "paraphrased_answer", "perturbed_answer"],
@@ -529,9 +536,41 @@ def build_offline_nli(
             f"authors ({len(pairs.eligible_authors)} eligible of {len(rows) // ROWS_PER_AUTHOR})"
         )
 
+    old_threads = torch.get_num_threads()
+    if num_threads is not None:
+        if num_threads < 1:
+            raise ConfigError(f"offline NLI judge: num_threads must be >= 1, got {num_threads}")
+        torch.set_num_threads(int(num_threads))
+    try:
+        return _train_and_save(
+            pairs, pairs_file, base, params, key, exclude, out, cache_dir, seed, progress, t0,
+            epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
+        )
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train_and_save(
+    pairs: NLIPairs,
+    pairs_file: Path,
+    base: Path,
+    params: Mapping[str, Any],
+    key: str,
+    exclude: set[str],
+    out: Path,
+    cache_dir: Path,
+    seed: int,
+    progress: bool,
+    t0: float,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+) -> Path:
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-    t0 = time.time()
     random.seed(seed)
     torch.manual_seed(seed)
     id2label = {i: lab for i, lab in enumerate(LABELS)}
@@ -654,6 +693,7 @@ def build_offline_nli(
         from unlearnlm.io import write_json
 
         write_json(tmp / JUDGE_INFO, info)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             os.rename(tmp, out)
         except OSError:
