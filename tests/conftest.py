@@ -105,3 +105,18 @@ def tiny_run_overrides(tiny_model_dir, tiny_nli_dir, tmp_path) -> list[str]:
         "eval.ds_size=3", "eval.max_new_tokens=6", "eval.batch_size=4", "eval.bf16=false",
         f"eval.nli={tiny_nli_dir}",
     ]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    from unlearnlm.data.loading import resolve_data_dir
+    from unlearnlm.errors import DataError
+
+    """The real data directory (../shared/data from the project root, or $UNLEARNLM_DATA_DIR)."""
+    try:
+        path = resolve_data_dir()
+    except DataError as e:
+        pytest.skip(f"shared data directory not available: {e}")
+    if not (path / "tofu" / "forget01.json").is_file():
+        pytest.skip(f"{path} does not hold the TOFU files (tofu/forget01.json missing)")
+    return path

@@ -14,19 +14,6 @@ from pathlib import Path
 import pytest
 
 from unlearnlm.cli import main
-from unlearnlm.data.loading import resolve_data_dir
-from unlearnlm.errors import DataError
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    try:
-        path = resolve_data_dir()
-    except DataError as e:
-        pytest.skip(f"shared data directory not available: {e}")
-    if not (path / "tofu" / "forget01.json").is_file():
-        pytest.skip(f"{path} does not hold the TOFU files")
-    return path
 
 
 def _work_started(*args, **kwargs):

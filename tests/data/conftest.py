@@ -1,4 +1,4 @@
-"""Fixtures for the data tests: the shared data directory and small synthetic copies of it."""
+"""Fixtures for the data tests: small synthetic copies of the data directory."""
 from __future__ import annotations
 
 import json
@@ -6,20 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from unlearnlm.data.loading import resolve_data_dir
-from unlearnlm.errors import DataError
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The real data directory (../shared/data from the project root, or $UNLEARNLM_DATA_DIR)."""
-    try:
-        path = resolve_data_dir()
-    except DataError as e:
-        pytest.skip(f"shared data directory not available: {e}")
-    if not (path / "tofu" / "forget01.json").is_file():
-        pytest.skip(f"{path} does not hold the TOFU files (tofu/forget01.json missing)")
-    return path
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
