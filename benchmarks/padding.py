@@ -7,12 +7,14 @@ autocast as ``use_bf16("auto")``, one full optimisation step each (forward of ev
 the method's loss, backward, AdamW step), for ME+GD and NPO+KL.
 
   dynamic  this project: UnlearnDataset + length_grouped_order + PartsCollator (each part
-           padded to its longest sequence in the batch); every batch of the epoch is timed.
+           padded to its longest sequence in the batch); ``--dynamic-batches`` batches,
+           evenly spaced over the epoch's 10, are timed (all of them with 10).
   padded   the reference code's batches: every example of every part padded to 500 tokens
            (labels -100 and attention mask 0 over padding, so the loss is identical; the
            reference ME with mask=false also averaged over padding, not reproduced here).
            Every padded step has the same shape, so ``--steps`` of them are timed.
 
+``mask_question`` is the documented default (ME: false, every other forget loss: true).
 Padded and dynamic steps are interleaved (one padded step, then a share of the dynamic
 batches) so a change in machine load hits both. The figure is the ratio of steps/s.
 """

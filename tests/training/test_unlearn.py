@@ -91,3 +91,12 @@ def test_epoch_checkpoints_on_request(tiny_target, tmp_path):
     assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch-1", "epoch-2"]
     AutoModelForCausalLM.from_pretrained(out / "epochs" / "epoch-1")
     assert not out.with_name("epochs.checkpoints").exists()  # resume checkpoints removed once done
+
+
+def test_mask_question_defaults_follow_the_paper():
+    """ME learns from question tokens too (mask_question=False); every other method masks them."""
+    cfg = load_config("demo", ["unlearn.per_method={}"])
+    assert method_settings(cfg.unlearn, "ME+GD").mask_question is False
+    assert method_settings(cfg.unlearn, "ME").mask_question is False
+    for name in ("GA+GD", "NPO+KL", "IDK+AP", "DPO+GD", "LLMU"):
+        assert method_settings(cfg.unlearn, name).mask_question is True

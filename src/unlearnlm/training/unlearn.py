@@ -39,7 +39,7 @@ def method_settings(ucfg: UnlearnConfig, name: str) -> UnlearnConfig:
     train = dataclasses.replace(ucfg.train, **{k: over.pop(k) for k in ("lr", "epochs") if k in over})
     settings = dataclasses.replace(ucfg, method=name, train=train, per_method={}, **over)
     if settings.mask_question is None:  # the paper: ME learns from question tokens too
-        settings = dataclasses.replace(settings, mask_question=method.forget is get_method("ME").forget)
+        settings = dataclasses.replace(settings, mask_question=method.forget is not get_method("ME").forget)
     return settings
 
 
