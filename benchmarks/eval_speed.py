@@ -82,6 +82,7 @@ def naive_example(model, tok, fmt, row, spec, direction, judges, max_new_tokens,
 
     from unlearnlm.data.prompts import answer_ids, eos_id, prompt_ids
     from unlearnlm.evaluation.generation import decode, stop_ids, trim_at_stop
+    from unlearnlm.evaluation.judges.nli import nli_reference
     from unlearnlm.evaluation.metrics import (
         cosine_score, entailment_score, normalized_probability, probability, rouge_l_recall,
         token_entropy, truth_ratio_raw, truth_ratio_score,
@@ -118,7 +119,8 @@ def naive_example(model, tok, fmt, row, spec, direction, judges, max_new_tokens,
         e_gen = judges.embedder.encode([generation])[0]
         e_ref = judges.embedder.encode([row[spec.cosine_key]])[0]
     with sw("nli"):
-        side = {"generation": generation, "reference": truth}
+        reference = nli_reference(q, truth) if spec.nli_with_question else truth
+        side = {"generation": generation, "reference": reference}
         entailed = judges.nli.is_entailment([side[direction[0]]], [side[direction[1]]])[0]
     rouge = rouge_l_recall(generation, truth)
     R = truth_ratio_raw(nll_base, nll_perturbed)

@@ -93,18 +93,29 @@ def tiny_nli_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def make_tiny_overrides(tiny_model_dir, tiny_nli_dir):
+    """``make(base, *extra)``: overrides that make the demo preset run in seconds on the tiny
+    model, with cache and runs under ``base`` (module-scoped runs need their own base)."""
+    def make(base: Path, *extra: str) -> list[str]:
+        return [
+            f"model.name={tiny_model_dir}", f"model.cache_dir={base / 'cache'}",
+            f"output_dir={base / 'runs'}", "run_name=tiny",
+            "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
+            "finetune.train.lr=1e-3", "finetune.train.bf16=false",
+            "finetune.check_size=4", "finetune.check_max_new_tokens=4",
+            "unlearn.train.epochs=1", "unlearn.train.batch_size=8", "unlearn.train.lr=1e-3",
+            "unlearn.train.bf16=false",
+            "eval.ds_size=3", "eval.max_new_tokens=6", "eval.batch_size=4", "eval.bf16=false",
+            f"eval.nli={tiny_nli_dir}", *extra,
+        ]
+    return make
+
+
 @pytest.fixture()
-def tiny_run_overrides(tiny_model_dir, tiny_nli_dir, tmp_path) -> list[str]:
-    """Overrides that make the demo preset run in seconds on the tiny model."""
-    return [
-        f"model.name={tiny_model_dir}", f"model.cache_dir={tmp_path / 'cache'}",
-        f"output_dir={tmp_path / 'runs'}", "run_name=tiny",
-        "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
-        "finetune.train.lr=1e-3", "finetune.train.bf16=false",
-        "unlearn.train.epochs=1", "unlearn.train.batch_size=8", "unlearn.train.lr=1e-3", "unlearn.train.bf16=false",
-        "eval.ds_size=3", "eval.max_new_tokens=6", "eval.batch_size=4", "eval.bf16=false",
-        f"eval.nli={tiny_nli_dir}",
-    ]
+def tiny_run_overrides(make_tiny_overrides, tmp_path) -> list[str]:
+    """``make_tiny_overrides`` rooted at this test's ``tmp_path``."""
+    return make_tiny_overrides(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,13 @@ def test_demo_preset_loads():
     assert cfg.run_name == "demo"
     assert cfg.finetune.retain_rows == 60
     assert cfg.unlearn.retain_set == "target_data"
-    assert cfg.eval.ds_size == 40
-    assert cfg.unlearn.train.lr == 5e-5 and isinstance(cfg.unlearn.train.lr, float)
-    assert cfg.finetune.train.lr == 1e-4
+    assert cfg.eval.ds_size == 20 and cfg.eval.forget_quality is False
+    assert cfg.unlearn.train.lr == 1e-4 and isinstance(cfg.unlearn.train.lr, float)
+    assert cfg.finetune.train.lr == 2e-4 and cfg.finetune.train.batch_size == 4
+    assert cfg.unlearn.per_method["ME+GD"] == {
+        "forget_coeff": 0.1, "mask_question": False, "me_direction": "u_p", "lr": 5e-5}
     # inherited from its base (paper)
-    assert cfg.unlearn.per_method["ME+GD"] == {"forget_coeff": 0.1, "mask_question": False}
+    assert cfg.unlearn.train.weight_decay == 0.01
     assert cfg.data.split == "forget01" and cfg.data.tasks == ["1"]
     assert cfg.methods == ["GA+GD", "NPO+GD", "ME+GD", "IDK+AP"]
 

@@ -120,6 +120,9 @@ def test_tofu_end_to_end_and_resume(tiny_model_dir, data_dir, tmp_path, monkeypa
     assert forget_hyp == [r["answer"] for r in sets["forget"]]  # premise = generation
     retain_prem, _ = nli.calls[1]
     assert retain_prem == [r["answer"] for r in sets["retain"]]  # premise = ground truth
+    # Short ground truths (Real Authors, World Facts): the premise is "question answer".
+    authors_prem, _ = nli.calls[2]
+    assert authors_prem == [f"{r['question']} {r['answer']}" for r in sets["real_authors"]]
 
     # Resume: nothing is recomputed, the model is not even loaded.
     def boom(*a, **k):

@@ -21,10 +21,9 @@ from unlearnlm.evaluation.judges.nli import (  # noqa: E402
     NLIJudge,
     entailment_label_id,
     load_nli_judge,
-    make_nli_pairs,
     normalize_labels,
-    offline_judge_key,
 )
+from unlearnlm.evaluation.judges.nli_offline import make_nli_pairs, offline_judge_key  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("UNLEARNLM_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 
@@ -224,7 +223,8 @@ def _author(text: str) -> int:
 def test_make_nli_pairs_exclusion_balance_and_labels():
     rows = _synthetic_rows(12)
     exclude = {"Q3-2?", "Q7-0?", "unrelated question"}
-    res = make_nli_pairs(rows, exclude, seed=1, rows_per_author=4, heldout_fraction=0.2, swap_fraction=0.5)
+    res = make_nli_pairs(rows, exclude, seed=1, rows_per_author=4, heldout_fraction=0.2, swap_fraction=0.5,
+                         question_fraction=0)
     assert res.excluded_authors == [3, 7]
     assert len(res.eligible_authors) == 10 and 3 not in res.eligible_authors
     assert len(res.heldout_authors) == 2
@@ -267,6 +267,20 @@ def test_make_nli_pairs_deterministic_and_capped():
     for split in (capped.train, capped.heldout):
         assert len(set(Counter(p.label for p in split).values())) == 1
     assert len(make_nli_pairs(rows, set(), seed=0, rows_per_author=4, swap_fraction=0).train) == 3 * 4 * 9
+
+
+def test_make_nli_pairs_question_prefixed_premises():
+    rows = _synthetic_rows(10)
+    plain = make_nli_pairs(rows, set(), seed=0, rows_per_author=4, swap_fraction=0, question_fraction=0)
+    assert not any(p.premise.startswith("Q") for p in plain.train)
+    always = make_nli_pairs(rows, set(), seed=0, rows_per_author=4, swap_fraction=0, question_fraction=1)
+    assert always.train and all(p.premise.startswith("Q") and "?" in p.premise for p in always.train)
+    # Premise "Qa-r? <answer of row r>", hypothesis unchanged: the labels do not depend on the form.
+    for p in always.train:
+        question, answer = p.premise.split("? ", 1)
+        assert any(r["question"] == question + "?" and r["answer"] == answer for r in rows)
+    with pytest.raises(ConfigError, match="question_fraction"):
+        make_nli_pairs(rows, set(), rows_per_author=4, question_fraction=1.5)
 
 
 def test_make_nli_pairs_errors():

@@ -10,7 +10,7 @@ from unlearnlm.pipeline.scenarios import run
 
 
 def test_run_writes_results_report_and_resumes(tiny_run_overrides, tmp_path, capsys):
-    overrides = tiny_run_overrides + ["methods=[ME+GD,IDK+AP]"]
+    overrides = tiny_run_overrides + ["methods=[ME+GD,IDK+AP]", "eval.forget_quality=true"]
     assert main(["run", *overrides]) == 0
     run_dir = tmp_path / "runs" / "tiny"
     results = json.loads((run_dir / "results.json").read_text())
@@ -24,6 +24,8 @@ def test_run_writes_results_report_and_resumes(tiny_run_overrides, tmp_path, cap
         records = [json.loads(l) for l in (run_dir / row["eval_dir"] / "forget.jsonl").read_text().splitlines()]
         mean_rouge = sum(r["rouge"] for r in records) / len(records)
         assert abs(mean_rouge - row["sets"]["forget"]["rouge"]) < 1e-9
+    # the retain model is evaluated on the forget set alone (all Forget Quality needs)
+    assert sorted(p.name for p in (run_dir / "eval" / "retain_model").glob("*.jsonl")) == ["forget.jsonl"]
     # table, CSV, figures and HTML agree with results.json
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -67,3 +69,14 @@ def test_real_world_scenario_with_mmlu(tiny_run_overrides, tmp_path):
         assert set(row["sets"]) == {"forget", "neighbor"}
         assert 0 <= row["aggregates"]["mmlu"] <= 1
         assert row["aggregates"]["tofu_model_utility"] is None
+
+
+def test_fictitious_without_forget_quality_trains_no_retain_model(tiny_run_overrides, tmp_path):
+    cfg = load_config("demo", tiny_run_overrides + ["methods=[GA]", "eval.forget_quality=false"])
+    run_dir = run(cfg)
+    rows = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["target", "GA"]
+    assert all(r["aggregates"]["forget_quality"] is None for r in rows)
+    assert not (run_dir / "eval" / "retain_model").exists()
+    finetuned = list((tmp_path / "cache" / "finetuned").iterdir())
+    assert len(finetuned) == 1 and sorted(p.name for p in finetuned[0].iterdir()) == ["target"]

@@ -43,17 +43,9 @@ METHOD = "GA+GD"  # has a forget and a retain part, no reference model: the chea
 EPOCHS = ["finetune.train.epochs=3", "unlearn.train.epochs=3", f"methods=[{METHOD}]"]
 
 
-def _overrides(model_dir: Path, nli_dir: Path, base: Path, *extra: str) -> list[str]:
-    """conftest's ``tiny_run_overrides`` rooted at ``base`` (module-scoped runs need their own)."""
-    return [
-        f"model.name={model_dir}", f"model.cache_dir={base / 'cache'}",
-        f"output_dir={base / 'runs'}", "run_name=tiny",
-        "finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
-        "finetune.train.lr=1e-3", "finetune.train.bf16=false",
-        "unlearn.train.epochs=1", "unlearn.train.batch_size=8", "unlearn.train.lr=1e-3", "unlearn.train.bf16=false",
-        "eval.ds_size=3", "eval.max_new_tokens=6", "eval.batch_size=4", "eval.bf16=false",
-        f"eval.nli={nli_dir}", *EPOCHS, *extra,
-    ]
+def _overrides(make_tiny_overrides, base: Path, *extra: str) -> list[str]:
+    """The tiny overrides with 3 epochs, one method and Forget Quality (a retain model too)."""
+    return make_tiny_overrides(base, *EPOCHS, "eval.forget_quality=true", *extra)
 
 
 # The runs that are killed are separate processes running ``unlearnlm.cli.main(argv)``, exactly
@@ -194,7 +186,7 @@ def _run_in_process(overrides: list[str]) -> None:
 
 # --------------------------------------------------------------------------- reference run
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir, tiny_nli_dir, tmp_path_factory) -> SimpleNamespace:
+def reference(make_tiny_overrides, tmp_path_factory) -> SimpleNamespace:
     """An uninterrupted run with its own cache (nothing is shared with the other runs). It runs
     in-process (a CLI process costs seconds of imports) and records every ``from_pretrained``."""
     import transformers
@@ -209,15 +201,15 @@ def reference(tiny_model_dir, tiny_nli_dir, tmp_path_factory) -> SimpleNamespace
                 return _original(*args, **kwargs)
 
             mp.setattr(cls, "from_pretrained", recorder)
-        overrides = _overrides(tiny_model_dir, tiny_nli_dir, base)
+        overrides = _overrides(make_tiny_overrides, base)
         _run_in_process(overrides)
     return SimpleNamespace(base=base, dir=base / "runs" / "tiny", overrides=overrides, calls=calls)
 
 
 # --------------------------------------------------------------------------- 1. interruption
 def test_sigkill_in_finetune_unlearn_and_eval_then_rerun_gives_reference_results(
-        reference, processes, tiny_model_dir, tiny_nli_dir, tmp_path):
-    overrides = _overrides(tiny_model_dir, tiny_nli_dir, tmp_path)
+        reference, processes, make_tiny_overrides, tmp_path):
+    overrides = _overrides(make_tiny_overrides, tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
     finetuned = tmp_path / "cache" / "finetuned"
 
@@ -332,11 +324,11 @@ STEPS_PER_EPOCH = 5  # 40 forget QA / batch 8
 
 
 def test_diverging_unlearning_fails_its_row_and_keeps_the_last_good_checkpoint(
-        reference, tiny_model_dir, tiny_nli_dir, capsys, tmp_path):
+        reference, make_tiny_overrides, capsys, tmp_path):
     """GA at lr 30 diverges in its second epoch: the row is recorded as failed with the step,
     the epoch-1 checkpoint stays (and is finite), no model or evaluation is produced."""
     shutil.copytree(reference.base / "cache", tmp_path / "cache")  # fine-tuned models: only unlearning runs
-    _run_in_process(_overrides(tiny_model_dir, tiny_nli_dir, tmp_path, "unlearn.train.lr=30",
+    _run_in_process(_overrides(make_tiny_overrides, tmp_path, "unlearn.train.lr=30",
                                "unlearn.train.epochs=4"))
     run_dir = tmp_path / "runs" / "tiny"
     rows = {r["label"]: r for r in read_json(run_dir / "results.json")["rows"]}
@@ -405,8 +397,8 @@ def test_non_finite_loss_or_gradient_stops_before_the_update(kind, step, epochs,
 
 
 # --------------------------------------------------------------------------- 4. reproducibility
-def test_same_seed_and_config_give_identical_results(reference, tiny_model_dir, tiny_nli_dir, tmp_path):
-    overrides = _overrides(tiny_model_dir, tiny_nli_dir, tmp_path)
+def test_same_seed_and_config_give_identical_results(reference, make_tiny_overrides, tmp_path):
+    overrides = _overrides(make_tiny_overrides, tmp_path)
     _run_in_process(overrides)
     run_dir = tmp_path / "runs" / "tiny"
     assert read_json(run_dir / "results.json")["rows"] == read_json(reference.dir / "results.json")["rows"]

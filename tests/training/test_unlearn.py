@@ -1,6 +1,8 @@
 """Unlearning end to end on a tiny random model: every method trains, saves, loads, and moves its forget loss."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -15,7 +17,8 @@ from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
 
 
 TINY_FINETUNE = ["finetune.retain_rows=4", "finetune.train.epochs=1", "finetune.train.batch_size=16",
-                 "finetune.train.lr=1e-3", "finetune.train.bf16=false"]
+                 "finetune.train.lr=1e-3", "finetune.train.bf16=false",
+                 "finetune.check_size=4", "finetune.check_max_new_tokens=4"]
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +26,38 @@ def tiny_target(tiny_model_dir, tiny_nli_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("target")
     cfg = load_config("demo", [f"model.name={tiny_model_dir}", f"model.cache_dir={tmp / 'cache'}", *TINY_FINETUNE])
     return cfg, finetune_models(cfg, which=("target",))["target"]
+
+
+def test_finetune_manifest_records_the_memorisation_check(tiny_target):
+    import json
+
+    _, target = tiny_target
+    check = json.loads((target / "unlearnlm_manifest.json").read_text())["train_question_rouge_l_recall"]
+    assert check["n"] == 4 and 0.0 <= check["mean"] <= 1.0
+
+
+def test_memorisation_check_scores_greedy_answers(tiny_target, monkeypatch):
+    """Half the answers reproduced exactly, half with no word in common: mean recall 0.5."""
+    from unlearnlm.evaluation import generation
+    from unlearnlm.training.finetune import memorisation_check
+
+    cfg, target = tiny_target
+    tok = load_tokenizer(str(target))
+    fmt = PromptFormat.for_tokenizer(tok, cfg.model)
+    rows = [{"question": f"q{i}?", "answer": f"alpha beta gamma {i}"} for i in range(4)]
+
+    def fake_generate(model, tokenizer, fmt, questions, *args, **kwargs):
+        return [tok(("alpha beta gamma " + q[1]) if int(q[1]) % 2 == 0 else "zzz",
+                    add_special_tokens=False)["input_ids"] for q in questions]
+
+    monkeypatch.setattr(generation, "generate_greedy", fake_generate)
+    model = AutoModelForCausalLM.from_pretrained(str(target))
+    check = memorisation_check(model, tok, fmt, rows, cfg, "target")
+    assert check == {"n": 4, "mean": 0.5, "at_least_0.9": 0.5}
+    assert model.training is False  # left as it was found
+    skip = copy.deepcopy(cfg)
+    skip.finetune.check_size = 0
+    assert memorisation_check(model, tok, fmt, rows, skip, "target") is None
 
 
 def _config(cfg, *unlearn_options):

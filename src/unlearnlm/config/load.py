@@ -232,6 +232,10 @@ def validate(cfg: RunConfig) -> list[str]:
         errors.append(f"unlearn.retain_set: {u.retain_set!r} is not tofu or target_data")
     if cfg.finetune.retain_rows is not None and cfg.finetune.retain_rows < 0:
         errors.append(f"finetune.retain_rows: must be >= 0, got {cfg.finetune.retain_rows}")
+    if cfg.finetune.check_size < 0:
+        errors.append(f"finetune.check_size: must be >= 0, got {cfg.finetune.check_size}")
+    if cfg.finetune.check_max_new_tokens < 1:
+        errors.append(f"finetune.check_max_new_tokens: must be >= 1, got {cfg.finetune.check_max_new_tokens}")
     e = cfg.eval
     if not isinstance(e.bf16, bool) and e.bf16 != "auto":
         errors.append(f"eval.bf16: expected auto, true or false, got {e.bf16!r}")

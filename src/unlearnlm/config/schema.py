@@ -58,6 +58,10 @@ class FinetuneConfig:
     # the retain evaluation authors (a small CPU target that is evaluated on what it learned).
     retain_rows: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    # After training: greedy answers to this many training questions (evenly spread), their
+    # mean ROUGE-L recall logged and stored in the manifest. 0 = skip.
+    check_size: int = 100
+    check_max_new_tokens: int = 128
 
 
 @dataclass
@@ -84,6 +88,7 @@ class EvalConfig:
     nli: str = "offline"  # offline: the packaged-MiniLM cross-encoder built from TOFU; or an HF NLI model
     mmlu_size: int = 0  # MMLU questions for general ability (real-world); 0 = skip
     eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
+    forget_quality: bool = True  # fictitious: fine-tune a retain model and report TOFU Forget Quality
     bf16: bool | str = "auto"  # auto, true or false
 
 

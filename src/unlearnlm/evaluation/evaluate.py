@@ -31,6 +31,7 @@ from unlearnlm.config.schema import RunConfig
 from unlearnlm.data.prompts import PromptFormat
 from unlearnlm.evaluation.aggregates import aggregate, forget_quality, set_means
 from unlearnlm.evaluation.generation import decode, generate_greedy
+from unlearnlm.evaluation.judges.nli import nli_reference
 from unlearnlm.evaluation.likelihood import nll_means
 from unlearnlm.evaluation.metrics import (
     EvalSet,
@@ -144,7 +145,8 @@ def score_set(model, tokenizer, fmt: PromptFormat, rows: list[dict], spec: EvalS
     _stage("embedding", set_name, n, t, seconds)
 
     t = time.time()
-    side = {"generation": generations, "reference": truths}
+    nli_truths = [nli_reference(q, a) for q, a in zip(questions, truths)] if spec.nli_with_question else truths
+    side = {"generation": generations, "reference": nli_truths}
     entailed = list(judges.nli.is_entailment(side[direction[0]], side[direction[1]]))
     _stage("nli", set_name, n, t, seconds)
 
@@ -175,6 +177,8 @@ def score_set(model, tokenizer, fmt: PromptFormat, rows: list[dict], spec: EvalS
             "nll_base": nll_base,
             "nll_perturbed": nll_perturbed,
         }
+        if spec.nli_with_question:
+            rec["nli_reference"] = nli_truths[i]
         if spec.cosine_key != spec.truth_key:
             rec["cosine_reference"] = cos_refs[i]
         records.append(rec)

@@ -129,6 +129,9 @@ class EvalSet:
     cosine_key: str  # reference for cosine similarity
     probability_form: Literal["plain", "normalized"]
     nli_premise: Side  # the other side is the hypothesis
+    # The ground truth is a short answer ("William Shakespeare"): the NLI judge sees it after
+    # its question (a bare name entails no sentence). Beyond method.md; see docs/metrics.md.
+    nli_with_question: bool = False
 
 
 _G, _R = "generation", "reference"
@@ -138,8 +141,8 @@ EVAL_SETS: dict[str, dict[str, EvalSet]] = {
     "tofu": {
         "forget": EvalSet(True, "answer", "paraphrased_answer", "answer", "plain", _G),
         "retain": EvalSet(False, "answer", "paraphrased_answer", "answer", "plain", _R),
-        "real_authors": EvalSet(False, "answer", "answer", "original_answer", "normalized", _R),
-        "world_facts": EvalSet(False, "answer", "answer", "original_answer", "normalized", _R),
+        "real_authors": EvalSet(False, "answer", "answer", "original_answer", "normalized", _R, True),
+        "world_facts": EvalSet(False, "answer", "answer", "original_answer", "normalized", _R, True),
     },
     "real_world": {
         "forget": EvalSet(True, "golden_answer", "paraphrased_answer", "answer", "plain", _G),

@@ -31,8 +31,9 @@ def _family(cfg: RunConfig) -> str:
     return "real_world" if cfg.data.split == tofu.REAL_WORLD else "tofu"
 
 
-def _eval_sets(cfg: RunConfig, tasks: list[str]) -> dict[str, list[dict]]:
-    return tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, tasks, cfg.eval.ds_size)
+def _eval_sets(cfg: RunConfig, tasks: list[str], only: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
+    sets = tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, tasks, cfg.eval.ds_size)
+    return {name: rows for name, rows in sets.items() if only is None or name in only}
 
 
 def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
@@ -41,10 +42,12 @@ def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def evaluate_cached(model_dir: Path, cfg: RunConfig, tasks: list[str], judges: Judges, run_eval_dir: Path) -> dict:
-    """Evaluate a shared model (target, retain model) once; later runs copy the results."""
+def evaluate_cached(model_dir: Path, cfg: RunConfig, tasks: list[str], judges: Judges, run_eval_dir: Path,
+                    only: tuple[str, ...] | None = None) -> dict:
+    """Evaluate a shared model (target, retain model) once, on every set or the sets in
+    ``only``; later runs copy the results."""
     cache = Path(model_dir) / "evaluations" / _eval_key(cfg, tasks, judges)
-    summary = evaluate_model(model_dir, cfg, _eval_sets(cfg, tasks), _family(cfg), cache, judges)
+    summary = evaluate_model(model_dir, cfg, _eval_sets(cfg, tasks, only), _family(cfg), cache, judges)
     if run_eval_dir.exists():
         shutil.rmtree(run_eval_dir)
     shutil.copytree(cache, run_eval_dir)
@@ -126,14 +129,17 @@ def run(cfg: RunConfig) -> Path:
 
 def _fictitious(state: Run) -> None:
     cfg = state.cfg
-    models = finetune_models(cfg)
+    models = finetune_models(cfg, which=("target", "retain") if cfg.eval.forget_quality else ("target",))
     tasks = list(cfg.data.tasks)
-    state.retain_eval = state.dir / "eval" / "retain_model"
-    evaluate_cached(models["retain"], cfg, tasks, state.judges, state.retain_eval)
+    if cfg.eval.forget_quality:
+        state.retain_eval = state.dir / "eval" / "retain_model"
+        # Forget Quality needs only the retain model's forget-set truth ratios.
+        evaluate_cached(models["retain"], cfg, tasks, state.judges, state.retain_eval, only=("forget",))
     target_eval = state.dir / "eval" / "target"
     summary = evaluate_cached(models["target"], cfg, tasks, state.judges, target_eval)
     row = _row("target", summary, target_eval, state.dir)
-    row["aggregates"]["forget_quality"] = forget_quality_for(target_eval, state.retain_eval)
+    if state.retain_eval is not None:
+        row["aggregates"]["forget_quality"] = forget_quality_for(target_eval, state.retain_eval)
     state.rows.append(row)
     state.save()
     for method in cfg.methods:

@@ -2,6 +2,7 @@
 real-token throughput, a NaN guard, resumable checkpoints and atomic final saves."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,6 +17,12 @@ from unlearnlm.config.schema import TrainConfig
 from unlearnlm.data.collate import LengthGroupedSampler
 from unlearnlm.errors import NumericalError
 from unlearnlm.models.loading import use_bf16
+
+
+# transformers 5.x renamed gradient_checkpointing to activation_checkpointing (old name warns).
+_CHECKPOINTING_ARG = ("activation_checkpointing"
+                      if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
+                      else "gradient_checkpointing")
 
 
 def training_arguments(train: TrainConfig, output_dir: Path, n_examples: int, **extra) -> TrainingArguments:
@@ -36,7 +43,7 @@ def training_arguments(train: TrainConfig, output_dir: Path, n_examples: int, **
         use_cpu=not torch.cuda.is_available(),
         seed=train.seed,
         data_seed=train.seed,
-        gradient_checkpointing=train.gradient_checkpointing,
+        **{_CHECKPOINTING_ARG: train.gradient_checkpointing},
         save_strategy="epoch",  # resumable after an interruption; pruned when training ends
         save_only_model=False,
         logging_steps=1,

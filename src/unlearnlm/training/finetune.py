@@ -52,7 +52,7 @@ def selection_key(cfg: RunConfig) -> str:
     payload = {
         "model": config_to_dict(cfg.model) | {"cache_dir": None},
         "split": cfg.data.split, "tasks": cfg.data.tasks,
-        "finetune": config_to_dict(cfg.finetune),
+        "finetune": config_to_dict(cfg.finetune) | {"check_size": None, "check_max_new_tokens": None},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -90,6 +90,7 @@ def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
     save_final(trainer, tokenizer, out_dir, train.merge_lora)
     if trainer.args.should_save:
         tps = trainer.real_tokens / max(seconds, 1e-9)
+        check = memorisation_check(trainer.model, tokenizer, fmt, rows, cfg, which)
         write_json(out_dir / MANIFEST, {
             "kind": f"finetuned-{which}", "base_model": cfg.model.name, "base_path": base,
             "split": cfg.data.split, "tasks": cfg.data.tasks, "n_examples": len(rows),
@@ -97,12 +98,38 @@ def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
             "hyperparameters": config_to_dict(train), "seed": train.seed,
             "final_loss": _final_loss(trainer), "train_loss": result.training_loss,
             "seconds": round(seconds, 1), "real_tokens_per_s": round(tps, 1),
+            "train_question_rouge_l_recall": check,
             "environment": environment_info(),
         })
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log(f"[finetune] {which}: done in {seconds:.0f}s, {tps:.0f} real tokens/s, final loss "
             f"{_final_loss(trainer):.4f} -> {out_dir}")
     return out_dir
+
+
+def memorisation_check(model, tokenizer, fmt: PromptFormat, rows: list[dict], cfg: RunConfig,
+                       which: str) -> dict | None:
+    """Mean ROUGE-L recall of greedy answers to ``finetune.check_size`` training questions
+    (evenly spread over ``rows``): did the model learn what it was trained on?"""
+    from unlearnlm.evaluation.generation import decode, generate_greedy
+    from unlearnlm.evaluation.metrics import rouge_l_recall
+    from unlearnlm.models.loading import use_bf16
+
+    n = min(cfg.finetune.check_size, len(rows))
+    if n == 0:
+        return None
+    picked = [rows[i * len(rows) // n] for i in range(n)]
+    start = time.time()
+    was_training = model.training
+    model.eval()
+    ids = generate_greedy(model, tokenizer, fmt, [r["question"] for r in picked],
+                          cfg.finetune.check_max_new_tokens, cfg.eval.batch_size, use_bf16(cfg.eval.bf16))
+    model.train(was_training)
+    scores = [rouge_l_recall(decode(tokenizer, g), r["answer"]) for g, r in zip(ids, picked)]
+    mean = sum(scores) / n
+    log(f"[finetune] {which}: ROUGE-L recall of greedy answers on {n} training questions: {mean:.3f} "
+        f"({time.time() - start:.0f}s)")
+    return {"n": n, "mean": round(mean, 4), "at_least_0.9": round(sum(s >= 0.9 for s in scores) / n, 4)}
 
 
 def _final_loss(trainer) -> float | None:
