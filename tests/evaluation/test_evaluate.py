@@ -139,6 +139,13 @@ def test_tofu_end_to_end_and_resume(tiny_model_dir, data_dir, tmp_path, monkeypa
     with pytest.raises(AssertionError, match="recomputed"):
         ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", out, judges, progress=False)
 
+    # Results of another judge are not reused (a rebuilt or different NLI model).
+    other = StubNLI()
+    other.name = "another-nli"
+    with pytest.raises(AssertionError, match="recomputed"):
+        ev.evaluate_model(tiny_model_dir, cfg, {"forget": sets["forget"]}, "tofu", out,
+                          ev.Judges(StubEmbedder(), other), progress=False)
+
     # Forget quality against itself: identical distributions, p-value 1.
     assert ev.forget_quality_for(out, out) == pytest.approx(1.0)
     assert ev.forget_quality_for(out, tmp_path / "missing") is None

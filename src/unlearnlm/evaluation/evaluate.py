@@ -197,8 +197,8 @@ def read_records(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _resumable(path: Path, rows: list[dict]) -> dict | None:
-    """The set summary at ``path`` if it was computed on these same questions."""
+def _resumable(path: Path, rows: list[dict], judges: dict) -> dict | None:
+    """The set summary at ``path`` if it was computed on these same questions by these judges."""
     if not path.is_file():
         return None
     try:
@@ -209,6 +209,9 @@ def _resumable(path: Path, rows: list[dict]) -> dict | None:
     if not isinstance(summary, dict) or summary.get("n") != len(rows) \
             or summary.get("questions_sha256") != _questions_key(rows):
         log(f"{path}: computed on other questions; recomputing")
+        return None
+    if summary.get("judges") != judges:
+        log(f"{path}: computed with other judges ({summary.get('judges')}); recomputing")
         return None
     return summary
 
@@ -227,7 +230,9 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = {name: eval_set(name, scenario_family) for name in sets}  # validates names first
-    done = {} if force else {n: s for n in sets if (s := _resumable(out_dir / f"{n}.summary.json", sets[n]))}
+    judges_id = judges.describe()
+    done = {} if force else {n: s for n in sets
+                             if (s := _resumable(out_dir / f"{n}.summary.json", sets[n], judges_id))}
     for name in done:
         log(f"eval {name}: loaded from {out_dir / f'{name}.summary.json'}")
     mmlu_file = out_dir / MMLU
@@ -267,6 +272,7 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
                     "examples_per_s": len(records) / max(seconds, 1e-9),
                     "stage_seconds": stages,
                     "questions_sha256": _questions_key(rows),
+                    "judges": judges_id,
                 }
                 _write_jsonl(out_dir / f"{name}.jsonl", records)
                 write_json(out_dir / f"{name}.summary.json", summary)  # last: marks the set done
@@ -292,7 +298,7 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
         "sets": means,
         "n": {name: done[name]["n"] for name in sets},
         "aggregates": aggregate(means, scenario_family),
-        "judges": judges.describe(),
+        "judges": judges_id,
         "seconds": round(sum(done[name]["seconds"] for name in sets) + (mmlu or {}).get("seconds", 0.0), 3),
         "wall_seconds": round(time.time() - wall, 3),
     }
