@@ -50,25 +50,19 @@ def pad_part(part: dict, width: int, pad_id: int) -> dict:
     }
 
 
-def default_mask_question(method) -> bool:
-    """The documented default (config schema, README): ME learns from question tokens too
-    (mask_question=False), every other forget loss masks the question."""
-    from unlearnlm.methods import get_method
-
-    return method.forget is not get_method("ME").forget
-
-
 def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int, bf16: bool) -> dict:
     import torch
 
+    from unlearnlm.config.schema import UnlearnConfig
     from unlearnlm.data.collate import length_grouped_order
     from unlearnlm.methods import LossConfig, LossContext, get_method
     from unlearnlm.models.loading import load_model
+    from unlearnlm.training.unlearn import method_settings
     from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
 
     forget, retain, idk = rows
     method = get_method(name)
-    mask_question = default_mask_question(method)
+    mask_question = method_settings(UnlearnConfig(), name).mask_question  # the method's default
     dataset = UnlearnDataset(forget, retain, idk, tok, fmt, method.parts, mask_question, 512, seed=0)
     order = length_grouped_order(dataset.lengths(), BATCH, seed=0)
     batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]

@@ -23,7 +23,8 @@ from unlearnlm.evaluation.judges.nli import (  # noqa: E402
     load_nli_judge,
     normalize_labels,
 )
-from unlearnlm.evaluation.judges.nli_offline import make_nli_pairs, offline_judge_key  # noqa: E402
+from unlearnlm.evaluation.judges.nli_offline import offline_judge_key  # noqa: E402
+from unlearnlm.evaluation.judges.nli_pairs import make_nli_pairs  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("UNLEARNLM_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 

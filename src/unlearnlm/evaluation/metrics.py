@@ -130,7 +130,7 @@ class EvalSet:
     probability_form: Literal["plain", "normalized"]
     nli_premise: Side  # the other side is the hypothesis
     # The ground truth is a short answer ("William Shakespeare"): the NLI judge sees it after
-    # its question (a bare name entails no sentence). Beyond method.md; see docs/metrics.md.
+    # its question (a bare name entails no sentence). Beyond method.md; see README, Judges.
     nli_with_question: bool = False
 
 

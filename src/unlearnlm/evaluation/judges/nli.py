@@ -5,7 +5,8 @@
 
 The paper's judge is ``sileod/deberta-v3-base-tasksource-nli``; any Hugging Face NLI
 classifier works by name or path. No NLI model ships offline, so ``spec="offline"`` builds
-one (:mod:`unlearnlm.evaluation.judges.nli_offline`), cached and reused.
+one (:mod:`unlearnlm.evaluation.judges.nli_offline`, trained on
+:mod:`unlearnlm.evaluation.judges.nli_pairs`), cached and reused.
 """
 from __future__ import annotations
 
