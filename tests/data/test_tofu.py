@@ -82,6 +82,19 @@ def test_eval_sets_cap_keeps_first_rows(data_dir):
     assert all(small[k] == full[k][:5] for k in small)
 
 
+def test_interleave_tasks_round_robin():
+    rows = [{"task_id": t, "i": i} for t, i in [("1", 0), ("1", 1), ("1", 2), ("2", 0), ("3", 0), ("3", 1)]]
+    order = [(r["task_id"], r["i"]) for r in tofu.interleave_tasks(rows)]
+    assert order == [("1", 0), ("2", 0), ("3", 0), ("1", 1), ("3", 1), ("1", 2)]
+
+
+def test_eval_sets_cap_spreads_forget_over_tasks(data_dir):
+    sets = tofu.eval_sets(data_dir, "forget01", ["1", "2", "3"], ds_size=9)
+    assert [r["task_id"] for r in sets["forget"]] == ["1", "2", "3"] * 3
+    task2 = tofu.forget_rows(data_dir, "forget01", ["2"], perturbed=True)
+    assert [r["question"] for r in sets["forget"][1::3]] == [r["question"] for r in task2[:3]]
+
+
 def test_continual_retain_shrinks(data_dir):
     assert len(tofu.retain_rows(data_dir, "forget01", ["1", "2"])) == 3920
     assert len(tofu.retain_rows(data_dir, "forget01", ["1", "2", "3"])) == 3880

@@ -80,3 +80,15 @@ def test_fictitious_without_forget_quality_trains_no_retain_model(tiny_run_overr
     assert not (run_dir / "eval" / "retain_model").exists()
     finetuned = list((tmp_path / "cache" / "finetuned").iterdir())
     assert len(finetuned) == 1 and sorted(p.name for p in finetuned[0].iterdir()) == ["target"]
+
+
+def test_shared_model_eval_key_ignores_options_that_do_not_score():
+    from types import SimpleNamespace
+
+    from unlearnlm.pipeline.scenarios import _eval_key
+
+    judges = SimpleNamespace(describe=lambda: {"nli": "n", "embedder": "e"})
+    key = _eval_key(load_config("demo"), ["1"], judges)
+    assert _eval_key(load_config("demo", ["eval.forget_quality=true", "eval.eval_epochs=true"]), ["1"], judges) == key
+    assert _eval_key(load_config("demo", ["eval.ds_size=7"]), ["1"], judges) != key
+    assert _eval_key(load_config("demo"), ["2"], judges) != key

@@ -79,18 +79,29 @@ def idk_answers(data_dir: Path) -> list[str]:
     return read_lines(Path(data_dir) / "idontknow.jsonl")
 
 
+def interleave_tasks(rows: list[dict]) -> list[dict]:
+    """Rows reordered round-robin over their ``task_id`` (first row of each task, then the
+    second, ...), so that any prefix covers every task evenly. One task: order unchanged."""
+    by_task: dict[str, list[dict]] = {}
+    for row in rows:
+        by_task.setdefault(str(row["task_id"]), []).append(row)
+    queues = list(by_task.values())
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+
 def eval_sets(data_dir: Path, split: str, tasks: list[str], ds_size: int) -> dict[str, list[dict]]:
-    """Evaluation sets of a scenario, each capped at ``ds_size`` rows (first rows kept)."""
+    """Evaluation sets of a scenario, each capped at ``ds_size`` rows (first rows kept). A forget
+    set of several tasks is interleaved first, so the cap keeps every task (continual runs)."""
     if split == REAL_WORLD:
         neighbor_path = _file(data_dir, split, "neighbor_perturbed")
         sets = {
-            "forget": forget_rows(data_dir, split, tasks, perturbed=True),
+            "forget": interleave_tasks(forget_rows(data_dir, split, tasks, perturbed=True)),
             "neighbor": read_jsonl(neighbor_path, PERTURBED + ("golden_answer",), ("perturbed_answer",)),
         }
     else:
         utility = ("question", "answer", "perturbed_answer", "original_answer")
         sets = {
-            "forget": forget_rows(data_dir, split, tasks, perturbed=True),
+            "forget": interleave_tasks(forget_rows(data_dir, split, tasks, perturbed=True)),
             "retain": read_jsonl(_file(data_dir, split, "retain_perturbed"), PERTURBED, ("perturbed_answer",)),
             "real_authors": read_jsonl(_file(data_dir, split, "real_authors_perturbed"), utility, ("perturbed_answer",)),
             "world_facts": read_jsonl(_file(data_dir, split, "world_facts_perturbed"), utility, ("perturbed_answer",)),

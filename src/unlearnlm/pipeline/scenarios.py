@@ -37,7 +37,9 @@ def _eval_sets(cfg: RunConfig, tasks: list[str], only: tuple[str, ...] | None = 
 
 
 def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
-    payload = {"eval": config_to_dict(cfg.eval), "model": config_to_dict(cfg.model) | {"cache_dir": None},
+    # Options that do not change one model's scores stay out of the key.
+    scoring = {k: v for k, v in config_to_dict(cfg.eval).items() if k not in ("forget_quality", "eval_epochs")}
+    payload = {"eval": scoring, "model": config_to_dict(cfg.model) | {"cache_dir": None},
                "split": cfg.data.split, "tasks": tasks, "judges": judges.describe()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 

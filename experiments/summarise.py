@@ -1,0 +1,172 @@
+"""Markdown tables for docs/results.md, read from the run directories of scripts/reproduce.sh.
+
+    python experiments/summarise.py runs > docs/results/tables.md
+
+Every number comes from a run's results.json; nothing here is typed by hand. A study whose run
+directory is missing or unfinished is reported as such.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+METRICS = ("rouge", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
+GRID_RUNS = ("grid-lr5e-5", "grid-lr1e-4")
+
+
+def _load(root: Path, name: str) -> dict | None:
+    path = root / name / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _num(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _six(row: dict, set_name: str) -> str:
+    values = row.get("sets", {}).get(set_name)
+    if not values:
+        return "-"
+    return " / ".join(f"{values[m]:.2f}".replace("0.", ".", 1) if values.get(m) is not None else "-" for m in METRICS)
+
+
+def _lr(value) -> str:
+    """1e-4 rather than 0.0001."""
+    if value is None:
+        return ""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _agg(row: dict, key: str):
+    return row.get("aggregates", {}).get(key)
+
+
+def _fq(row: dict) -> str:
+    fq = _agg(row, "forget_quality")
+    return "-" if fq is None else f"{fq:.2g}"
+
+
+def select_lr(runs: list[dict], fe_bar: float) -> dict:
+    """The rule fixed before the grid ran: among a method's runs, the best MU of those with FE at
+    or above the grid-wide median FE; if none reaches it, the run with the highest FE."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        return runs[0]
+    above = [r for r in ok if _agg(r, "forget_efficacy") >= fe_bar]
+    if above:
+        return max(above, key=lambda r: (_agg(r, "model_utility"), _agg(r, "forget_efficacy")))
+    return max(ok, key=lambda r: _agg(r, "forget_efficacy"))
+
+
+def grid_tables(root: Path) -> str:
+    results = {name: _load(root, name) for name in GRID_RUNS}
+    present = {k: v for k, v in results.items() if v}
+    if not present:
+        return "## Fictitious grid\n\nNo grid run found.\n"
+    by_method: dict[str, list[dict]] = {}
+    target = None
+    for res in present.values():
+        for row in res["rows"]:
+            if row["label"] == "target":
+                target = target or row
+            elif row.get("method") and row.get("epoch") is None:
+                by_method.setdefault(row["method"], []).append(row)
+    fes = [_agg(r, "forget_efficacy") for runs in by_method.values() for r in runs if r["status"] == "ok"]
+    fe_bar = statistics.median(fes) if fes else 0.0
+    lrs = sorted({r["lr"] for runs in by_method.values() for r in runs})
+    out = ["## Fictitious grid: every run", "",
+           f"Runs found: {', '.join(present)}. Grid-wide median FE (the selection bar): {fe_bar:.3f}.", "",
+           "| method | " + " | ".join(f"lr {_lr(lr)}: MU / FE / FQ" for lr in lrs) + " | selected lr |",
+           "| --- | " + " | ".join("---" for _ in lrs) + " | --- |"]
+    chosen = {}
+    for method, runs in by_method.items():
+        cells = []
+        for lr in lrs:
+            row = next((r for r in runs if r["lr"] == lr), None)
+            if row is None:
+                cells.append("not run")
+            elif row["status"] != "ok":
+                cells.append("failed")
+            else:
+                cells.append(f"{_num(_agg(row, 'model_utility'))} / {_num(_agg(row, 'forget_efficacy'))} / {_fq(row)}")
+        chosen[method] = select_lr(runs, fe_bar)
+        out.append(f"| {method} | " + " | ".join(cells) + f" | {_lr(chosen[method]['lr'])} |")
+    out += ["", "## Fictitious grid: selected learning rate per method", "",
+            "Per set: ROUGE / Probability / Truth ratio / Token entropy / Cosine similarity / Entailment.", "",
+            "| model | lr | MU | FE | FQ | forget | retain | real authors | world facts |",
+            "| --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |"]
+    for label, row in [("target", target)] + [(m, r) for m, r in chosen.items()]:
+        if row is None:
+            continue
+        lr = _lr(row.get("lr"))
+        out.append(f"| {label} | {lr} | {_num(_agg(row, 'model_utility'))} | {_num(_agg(row, 'forget_efficacy'))} | "
+                   f"{_fq(row)} | " + " | ".join(_six(row, s) for s in ("forget", "retain", "real_authors", "world_facts"))
+                   + " |")
+    return "\n".join(out) + "\n"
+
+
+def continual_table(root: Path) -> str:
+    res = _load(root, "continual")
+    if res is None:
+        return "## Continual\n\nNo continual run found.\n"
+    rows = res["rows"]
+    target = next((r for r in rows if r["label"] == "target"), None)
+    tasks = sorted({r["task"] for r in rows if r.get("task")})
+    methods = list(dict.fromkeys(r["method"] for r in rows if r.get("method")))
+    out = ["## Continual: MU / FE after each task", "",
+           f"Target before unlearning: MU {_num(_agg(target, 'model_utility'))}, "
+           f"FE {_num(_agg(target, 'forget_efficacy'))} (forget set of task 1).", "",
+           "| method | " + " | ".join(f"after task {t}" for t in tasks) + " |",
+           "| --- | " + " | ".join("---" for _ in tasks) + " |"]
+    for method in methods:
+        cells = []
+        for t in tasks:
+            row = next((r for r in rows if r.get("method") == method and r.get("task") == t), None)
+            if row is None:
+                cells.append("not run")
+            elif row["status"] != "ok":
+                cells.append("failed")
+            else:
+                cells.append(f"{_num(_agg(row, 'model_utility'))} / {_num(_agg(row, 'forget_efficacy'))}")
+        out.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def family_table(root: Path, name: str, title: str) -> str:
+    res = _load(root, name)
+    if res is None:
+        return f"## {title}\n\nNo `{name}` run found.\n"
+    sets = list(next(iter(res["rows"]))["sets"]) if res["rows"] else []
+    out = [f"## {title}", "", f"Model `{res['model']}`, forget {res['forget']}. "
+           "Per set: ROUGE / Probability / Truth ratio / Token entropy / Cosine similarity / Entailment.", "",
+           "| model | lr | MU | FE | MMLU | " + " | ".join(sets) + " |",
+           "| --- | --- | ---: | ---: | ---: | " + " | ".join("---" for _ in sets) + " |"]
+    for row in res["rows"]:
+        if row.get("epoch") is not None:
+            continue
+        lr = _lr(row.get("lr"))
+        if row["status"] != "ok":
+            out.append(f"| {row['label']} | {lr} | failed: {row.get('error', '')} |")
+            continue
+        out.append(f"| {row['label']} | {lr} | {_num(_agg(row, 'model_utility'))} | "
+                   f"{_num(_agg(row, 'forget_efficacy'))} | {_num(_agg(row, 'mmlu'), 2)} | "
+                   + " | ".join(_six(row, s) for s in sets) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1] if len(argv) > 1 else "runs")
+    print("\n".join([
+        grid_tables(root),
+        continual_table(root),
+        family_table(root, "gemma", "Second family: Gemma-3-270m"),
+        family_table(root, "real_world", "Real-world"),
+    ]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

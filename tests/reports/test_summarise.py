@@ -1,0 +1,44 @@
+"""experiments/summarise.py: the learning-rate rule and tables built from results.json files."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+_PATH = Path(__file__).resolve().parents[2] / "experiments" / "summarise.py"
+_spec = importlib.util.spec_from_file_location("summarise", _PATH)
+summarise = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(summarise)
+
+
+def _row(method, lr, mu, fe, status="ok", **extra):
+    return {"label": method, "method": method, "lr": lr, "epoch": None, "task": extra.pop("task", None),
+            "status": status, "aggregates": {"model_utility": mu, "forget_efficacy": fe, "forget_quality": 0.5},
+            "sets": {"forget": dict.fromkeys(summarise.METRICS, 0.25)}, **extra}
+
+
+def test_select_lr_best_mu_above_the_bar_else_highest_fe():
+    runs = [_row("GA", 5e-5, 0.40, 0.50), _row("GA", 1e-4, 0.30, 0.70)]
+    assert summarise.select_lr(runs, fe_bar=0.6)["lr"] == 1e-4  # only 1e-4 clears the bar
+    assert summarise.select_lr(runs, fe_bar=0.4)["lr"] == 5e-5  # both clear it: better MU
+    assert summarise.select_lr(runs, fe_bar=0.9)["lr"] == 1e-4  # neither: higher FE
+    assert summarise.select_lr([_row("GA", 5e-5, 0.1, 0.9, status="failed"), runs[0]], 0.6)["lr"] == 5e-5
+
+
+def test_grid_tables_use_the_grid_wide_median_fe(tmp_path):
+    for name, lr, rows in [("grid-lr5e-5", 5e-5, [("GA", 0.4, 0.5), ("ME", 0.5, 0.6)]),
+                           ("grid-lr1e-4", 1e-4, [("GA", 0.3, 0.7), ("ME", 0.45, 0.8)])]:
+        (tmp_path / name).mkdir()
+        results = {"rows": [{**_row("target", None, 0.5, 0.1), "method": None}]
+                   + [_row(m, lr, mu, fe) for m, mu, fe in rows]}
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    text = summarise.grid_tables(tmp_path)
+    assert "selection bar): 0.650" in text  # median of 0.5, 0.6, 0.7, 0.8
+    assert "| GA | 0.400 / 0.500 / 0.5 | 0.300 / 0.700 / 0.5 | 1e-4 |" in text
+    assert "| ME | 0.500 / 0.600 / 0.5 | 0.450 / 0.800 / 0.5 | 1e-4 |" in text
+    assert "| GA | 1e-4 | 0.300 | 0.700 | 0.5 | .25 / .25 / .25 / .25 / .25 / .25 |" in text
+
+
+def test_missing_studies_are_reported_not_invented(tmp_path):
+    assert "No continual run found." in summarise.continual_table(tmp_path)
+    assert "No grid run found." in summarise.grid_tables(tmp_path)
