@@ -40,6 +40,15 @@ def _lr(value) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def zero_scores(row: dict) -> str:
+    """The utility-set scores that are exactly 0: any one of them makes MU, a harmonic mean, 0."""
+    short = {"retain": "Ret", "neighbor": "Nb", "real_authors": "RA", "world_facts": "WF"}
+    abbrev = dict(zip(METRICS, ("R", "P", "TR", "TE", "CS", "ES")))
+    zeros = [f"{short[s]} {abbrev[m]}" for s, values in row.get("sets", {}).items() if s in short
+             for m in METRICS if values.get(m) == 0]
+    return ", ".join(zeros) or "-"
+
+
 def _agg(row: dict, key: str):
     return row.get("aggregates", {}).get(key)
 
@@ -96,15 +105,17 @@ def grid_tables(root: Path) -> str:
         out.append(f"| {method} | " + " | ".join(cells) + f" | {_lr(chosen[method]['lr'])} |")
     out += ["", "## Fictitious grid: selected learning rate per method", "",
             "Per set: ROUGE / Probability / Truth ratio / Token entropy / Cosine similarity / Entailment.", "",
-            "| model | lr | MU | FE | FQ | forget | retain | real authors | world facts |",
-            "| --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |"]
+            "| model | lr | MU | MU Retain | TOFU MU | FE | FQ | forget | retain | real authors | world facts "
+            "| zero scores |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |"]
     for label, row in [("target", target)] + [(m, r) for m, r in chosen.items()]:
         if row is None:
             continue
         lr = _lr(row.get("lr"))
-        out.append(f"| {label} | {lr} | {_num(_agg(row, 'model_utility'))} | {_num(_agg(row, 'forget_efficacy'))} | "
+        out.append(f"| {label} | {lr} | {_num(_agg(row, 'model_utility'))} | {_num(_agg(row, 'mu_retain'))} | "
+                   f"{_num(_agg(row, 'tofu_model_utility'))} | {_num(_agg(row, 'forget_efficacy'))} | "
                    f"{_fq(row)} | " + " | ".join(_six(row, s) for s in ("forget", "retain", "real_authors", "world_facts"))
-                   + " |")
+                   + f" | {zero_scores(row)} |")
     return "\n".join(out) + "\n"
 
 
@@ -116,22 +127,25 @@ def continual_table(root: Path) -> str:
     target = next((r for r in rows if r["label"] == "target"), None)
     tasks = sorted({r["task"] for r in rows if r.get("task")})
     methods = list(dict.fromkeys(r["method"] for r in rows if r.get("method")))
-    out = ["## Continual: MU / FE after each task", "",
+    out = ["## Continual: after each task", "",
            f"Target before unlearning: MU {_num(_agg(target, 'model_utility'))}, "
-           f"FE {_num(_agg(target, 'forget_efficacy'))} (forget set of task 1).", "",
-           "| method | " + " | ".join(f"after task {t}" for t in tasks) + " |",
-           "| --- | " + " | ".join("---" for _ in tasks) + " |"]
-    for method in methods:
-        cells = []
-        for t in tasks:
-            row = next((r for r in rows if r.get("method") == method and r.get("task") == t), None)
-            if row is None:
-                cells.append("not run")
-            elif row["status"] != "ok":
-                cells.append("failed")
-            else:
-                cells.append(f"{_num(_agg(row, 'model_utility'))} / {_num(_agg(row, 'forget_efficacy'))}")
-        out.append(f"| {method} | " + " | ".join(cells) + " |")
+           f"MU Retain {_num(_agg(target, 'mu_retain'))}, TOFU MU {_num(_agg(target, 'tofu_model_utility'))}, "
+           f"FE {_num(_agg(target, 'forget_efficacy'))} (forget set of task 1)."]
+    for title, keys in [("MU / FE", ("model_utility", "forget_efficacy")),
+                        ("MU Retain / TOFU MU", ("mu_retain", "tofu_model_utility"))]:
+        out += ["", f"{title}:", "", "| method | " + " | ".join(f"after task {t}" for t in tasks) + " |",
+                "| --- | " + " | ".join("---" for _ in tasks) + " |"]
+        for method in methods:
+            cells = []
+            for t in tasks:
+                row = next((r for r in rows if r.get("method") == method and r.get("task") == t), None)
+                if row is None:
+                    cells.append("not run")
+                elif row["status"] != "ok":
+                    cells.append("failed")
+                else:
+                    cells.append(" / ".join(_num(_agg(row, k)) for k in keys))
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -142,8 +156,8 @@ def family_table(root: Path, name: str, title: str) -> str:
     sets = list(next(iter(res["rows"]))["sets"]) if res["rows"] else []
     out = [f"## {title}", "", f"Model `{res['model']}`, forget {res['forget']}. "
            "Per set: ROUGE / Probability / Truth ratio / Token entropy / Cosine similarity / Entailment.", "",
-           "| model | lr | MU | FE | MMLU | " + " | ".join(sets) + " |",
-           "| --- | --- | ---: | ---: | ---: | " + " | ".join("---" for _ in sets) + " |"]
+           "| model | lr | MU | FE | MMLU | " + " | ".join(sets) + " | zero scores |",
+           "| --- | --- | ---: | ---: | ---: | " + " | ".join("---" for _ in sets) + " | --- |"]
     for row in res["rows"]:
         if row.get("epoch") is not None:
             continue
@@ -153,7 +167,7 @@ def family_table(root: Path, name: str, title: str) -> str:
             continue
         out.append(f"| {row['label']} | {lr} | {_num(_agg(row, 'model_utility'))} | "
                    f"{_num(_agg(row, 'forget_efficacy'))} | {_num(_agg(row, 'mmlu'), 2)} | "
-                   + " | ".join(_six(row, s) for s in sets) + " |")
+                   + " | ".join(_six(row, s) for s in sets) + f" | {zero_scores(row)} |")
     return "\n".join(out) + "\n"
 
 

@@ -18,11 +18,11 @@ study() {  # study LOG_NAME ARGS...: one `unlearnlm run`, its log kept under run
 lane_a() {
   study grid-lr1e-4 --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=grid-lr1e-4
   study gemma --preset experiments/gemma.yaml
-  study real_world --preset experiments/real_world.yaml
   study grid-lr5e-5 --preset experiments/grid.yaml unlearn.train.lr=5e-5 run_name=grid-lr5e-5
 }
 lane_b() {
   study continual --preset experiments/continual.yaml
+  study real_world --preset experiments/real_world.yaml
   study demo --preset demo run_name=demo2
 }
 if [ "${LANES:-2}" = 1 ]; then
@@ -37,5 +37,8 @@ fi
 for run in grid-lr1e-4 grid-lr5e-5 continual gemma real_world demo2; do
   .venv/bin/unlearnlm report "runs/$run" > /dev/null
 done
+mkdir -p docs/img
+for run in grid-lr1e-4 grid-lr5e-5 gemma real_world; do cp "runs/$run/figures/mu_fe.png" "docs/img/${run}_mu_fe.png"; done
+cp runs/continual/figures/continual.png docs/img/continual.png
 .venv/bin/python experiments/summarise.py runs > docs/results/tables.md
 echo "tables: docs/results/tables.md; reports: runs/*/report.html"

@@ -36,9 +36,27 @@ def test_grid_tables_use_the_grid_wide_median_fe(tmp_path):
     assert "selection bar): 0.650" in text  # median of 0.5, 0.6, 0.7, 0.8
     assert "| GA | 0.400 / 0.500 / 0.5 | 0.300 / 0.700 / 0.5 | 1e-4 |" in text
     assert "| ME | 0.500 / 0.600 / 0.5 | 0.450 / 0.800 / 0.5 | 1e-4 |" in text
-    assert "| GA | 1e-4 | 0.300 | 0.700 | 0.5 | .25 / .25 / .25 / .25 / .25 / .25 |" in text
+    assert "| GA | 1e-4 | 0.300 | - | - | 0.700 | 0.5 | .25 / .25 / .25 / .25 / .25 / .25 |" in text
+
+
+def test_continual_table_one_cell_per_task(tmp_path):
+    (tmp_path / "continual").mkdir()
+    rows = [{**_row("target", None, 0.5, 0.1), "method": None},
+            _row("ME+GD", 5e-5, 0.4, 0.6, task=1), _row("ME+GD", 5e-5, 0.3, 0.7, task=2),
+            _row("GA+GD", 1e-4, 0.0, 0.8, task=1), _row("GA+GD", 1e-4, 0, 0, status="failed", task=2)]
+    (tmp_path / "continual" / "results.json").write_text(json.dumps({"rows": rows}))
+    text = summarise.continual_table(tmp_path)
+    assert "| ME+GD | 0.400 / 0.600 | 0.300 / 0.700 |" in text
+    assert "| GA+GD | 0.000 / 0.800 | failed |" in text
 
 
 def test_missing_studies_are_reported_not_invented(tmp_path):
     assert "No continual run found." in summarise.continual_table(tmp_path)
     assert "No grid run found." in summarise.grid_tables(tmp_path)
+
+
+def test_zero_scores_names_the_utility_scores_that_zero_mu():
+    row = {"sets": {"forget": {"entailment": 0.0}, "retain": {"rouge": 0.5, "entailment": 0.0},
+                    "real_authors": {"token_entropy": 0.0, "entailment": 0.1}}}
+    assert summarise.zero_scores(row) == "Ret ES, RA TE"
+    assert summarise.zero_scores({"sets": {"retain": {"rouge": 0.2}}}) == "-"
