@@ -119,6 +119,49 @@ def grid_tables(root: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def repeats_ngram(text: str, n: int = 3, times: int = 3) -> bool:
+    """Whether some word n-gram occurs at least ``times`` times in ``text`` (degenerate loops)."""
+    words = text.lower().split()
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] >= times:
+            return True
+    return False
+
+
+def _records(run_dir: Path, row: dict, set_name: str) -> list[dict]:
+    path = run_dir / row["eval_dir"] / f"{set_name}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def quality_table(root: Path, run: str = "grid-lr1e-4") -> str:
+    """Output quality on the utility sets (claim C3): token entropy, the share of answers that
+    loop (a word 3-gram three times or more), and each model's lowest-entropy retain answer."""
+    res = _load(root, run)
+    if res is None:
+        return f"## Output quality\n\nNo `{run}` run found.\n"
+    utility = ("retain", "real_authors", "world_facts")
+    out = [f"## Output quality on the utility sets ({run})", "",
+           "TE: token entropy (Retain / Real Authors / World Facts). Loops: share of the utility-set "
+           "answers in which a word 3-gram occurs 3 times or more.", "",
+           "| model | TE | loops | lowest-entropy retain answer |", "| --- | --- | ---: | --- |"]
+    for row in res["rows"]:
+        if row["status"] != "ok" or row.get("epoch") is not None:
+            continue
+        records = [r for s in utility for r in _records(root / run, row, s)]
+        if not records:
+            continue
+        loops = sum(repeats_ngram(r["generation"]) for r in records) / len(records)
+        retain = _records(root / run, row, "retain")
+        worst = min(retain, key=lambda r: r["token_entropy"])["generation"] if retain else ""
+        worst = " ".join(worst.split())[:110].replace("|", "/")
+        te = " / ".join(_num(row["sets"][s]["token_entropy"], 2) for s in utility)
+        out.append(f"| {row['label']} | {te} | {loops:.2f} | {worst} |")
+    return "\n".join(out) + "\n"
+
+
 def continual_table(root: Path) -> str:
     res = _load(root, "continual")
     if res is None:
@@ -175,6 +218,7 @@ def main(argv: list[str]) -> int:
     root = Path(argv[1] if len(argv) > 1 else "runs")
     print("\n".join([
         grid_tables(root),
+        quality_table(root),
         continual_table(root),
         family_table(root, "gemma", "Second family: Gemma-3-270m"),
         family_table(root, "real_world", "Real-world"),

@@ -60,3 +60,10 @@ def test_zero_scores_names_the_utility_scores_that_zero_mu():
                     "real_authors": {"token_entropy": 0.0, "entailment": 0.1}}}
     assert summarise.zero_scores(row) == "Ret ES, RA TE"
     assert summarise.zero_scores({"sets": {"retain": {"rouge": 0.2}}}) == "-"
+
+
+def test_repeats_ngram_flags_loops_only():
+    assert summarise.repeats_ngram("in the year 1958, in the year 1958, in the year 1958")
+    assert not summarise.repeats_ngram("in the year 1958, in the year 1958")  # twice is not a loop
+    assert not summarise.repeats_ngram("Jaime Vasquez was born in Santiago in 1958.")
+    assert summarise.repeats_ngram("a b a b a b", n=2, times=3)
