@@ -301,3 +301,16 @@ def test_html_renders_in_headless_chromium(run_dir, tmp_path):
     assert "NaN loss at step 12" in dom.stdout
     for stderr in (run.stderr, dom.stderr):
         assert "Uncaught" not in stderr and "ERROR:CONSOLE" not in stderr
+
+
+def test_mu_fe_labels_of_close_points_do_not_overlap():
+    from unlearnlm.reports.figures import _label_offset
+
+    placed: list = []
+    offsets = [_label_offset(placed, 0.56, 0.0, name) for name in ("NPO", "NPO+GD", "NPO+KL")]
+    assert len(set(offsets)) == 3 and min(offsets) > 0  # stacked upwards, never under MU = 0
+    boxes = placed
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+    assert _label_offset([], 0.5, 0.5, "ME+GD") == 5  # a lone label sits just above its point

@@ -73,6 +73,30 @@ def _mu_fe(row: dict[str, Any]) -> tuple[float | None, float | None]:
     return number(row["aggregates"].get("model_utility")), number(row["aggregates"].get("forget_efficacy"))
 
 
+# Label placement in points: the axes span about 350 x 260 points; an 8-point label is about
+# 6.5 points per character wide (a little more than the glyphs, to keep a gap).
+_PT_X, _PT_Y, _PT_CHAR, _PT_LINE = 350.0, 260.0, 6.5, 9.0
+_OFFSETS = (5, -11, 15, -21, 25, -31, 35, 45, 55, 65)
+
+
+def _label_offset(placed: list[tuple[float, float, float, float]], fe: float, mu: float, label: str) -> int:
+    """The first vertical offset (points) whose label box overlaps no label placed so far;
+    appends the chosen box to ``placed``. Offsets below the point are skipped near MU = 0."""
+    x0 = fe * _PT_X + 6
+    x1 = x0 + _PT_CHAR * len(label)
+    chosen = _OFFSETS[0]
+    for dy in _OFFSETS:
+        if dy < 0 and mu < 0.05:
+            continue
+        y0 = mu * _PT_Y + dy
+        if not any(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y0 + _PT_LINE for bx0, by0, bx1, by1 in placed):
+            chosen = dy
+            break
+    y0 = mu * _PT_Y + chosen
+    placed.append((x0, y0, x1, y0 + _PT_LINE))
+    return chosen
+
+
 def plot_mu_fe(results: Results | Sequence[Results], path: str | Path | None) -> Figure:
     """Model Utility (y) against Forget Efficacy (x): one point per final row, the target
     (the model before unlearning) a star.
@@ -95,11 +119,8 @@ def plot_mu_fe(results: Results | Sequence[Results], path: str | Path | None) ->
             else:
                 ax.scatter([fe], [mu], marker="o", s=55, color=colors[row["series"]],
                            edgecolor="black", linewidth=0.5, zorder=3)
-            # Put a label below its point when one above would collide with an earlier label.
-            crowded = any(abs(fe - x) < 0.12 and 0 <= y - mu < 0.04 for x, y in placed)
-            ax.annotate(row["display"], (fe, mu), xytext=(6, -11 if crowded else 5),
-                        textcoords="offset points", fontsize=8)
-            placed.append((fe, mu - 0.04 if crowded else mu))
+            dy = _label_offset(placed, fe, mu, row["display"])
+            ax.annotate(row["display"], (fe, mu), xytext=(6, dy), textcoords="offset points", fontsize=8)
         ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="Forget Efficacy (FE) \u2192",
                ylabel="Model Utility (MU) \u2192", title="Utility vs. forgetting")
         if missing:
