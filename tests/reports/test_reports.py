@@ -222,9 +222,10 @@ def test_dynamics_and_continual(results, tmp_path):
     assert plot_continual(results, tmp_path / "cont.png") is None and not (tmp_path / "cont.png").exists()
     cont = load_results(make_run(tmp_path, "seq", seed=1, continual=True))
     fig = plot_continual(cont, tmp_path / "cont.png")
-    line = next(ln for ln in fig.axes[1].lines if ln.get_label() == "IDK+AP")
     rows = [r for r in cont["rows"] if r["label"].startswith("IDK+AP/task")]
-    assert list(line.get_ydata()) == [r["aggregates"]["forget_efficacy"] for r in rows]
+    for ax, key in zip(fig.axes[:3], ("model_utility", "mu_retain", "forget_efficacy")):
+        line = next(ln for ln in ax.lines if ln.get_label() == "IDK+AP")
+        assert list(line.get_ydata()) == [r["aggregates"][key] for r in rows]
     assert plot_dynamics(cont, None) is None
     assert (tmp_path / "cont.png").read_bytes()[:8] == PNG_MAGIC
 

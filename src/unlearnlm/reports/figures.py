@@ -167,9 +167,14 @@ def plot_heatmap(results: Results | Sequence[Results], path: str | Path | None) 
     return _save(fig, path)
 
 
+_LINE_PANELS = (("model_utility", "Model Utility (MU)"), ("mu_retain", "MU Retain"),
+                ("forget_efficacy", "Forget Efficacy (FE)"))
+
+
 def _lines(results: Results | Sequence[Results], path: str | Path | None, key: str,
            xlabel: str, title: str) -> Figure | None:
-    """MU and FE per ``key`` (epoch or task) for each method, the target as a dashed line."""
+    """MU, MU Retain and FE per ``key`` (epoch or task) for each method, the target as a dashed
+    line. MU Retain shows the trend that MU, a harmonic mean of 18 small-sample scores, can hide."""
     rows = report_rows(results)
     if key == "epoch":
         points = [r for r in rows if r.get("epoch") is not None and r.get("task") is None]
@@ -180,33 +185,33 @@ def _lines(results: Results | Sequence[Results], path: str | Path | None, key: s
         return None
     with mpl.rc_context(STYLE):
         colors = _colors(rows)
-        fig = _figure(9.0, 3.6)
-        axes = fig.subplots(1, 2)
+        fig = _figure(12.0, 3.6)
+        axes = fig.subplots(1, len(_LINE_PANELS))
         targets = [r for r in rows if r["is_target"] and is_final(r) and not r["failed"]]
-        for ax, index, name in zip(axes, (0, 1), ("Model Utility (MU)", "Forget Efficacy (FE)")):
+        for ax, (aggregate, name) in zip(axes, _LINE_PANELS):
             for series in dict.fromkeys(r["series"] for r in points):
-                pts = sorted((r[key], _mu_fe(r)[index]) for r in points
-                             if r["series"] == series and _mu_fe(r)[index] is not None)
+                pts = sorted((r[key], number(r["aggregates"].get(aggregate))) for r in points
+                             if r["series"] == series and number(r["aggregates"].get(aggregate)) is not None)
                 if pts:
                     ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", markersize=4,
                             color=colors.get(series), label=series)
             for target in targets:
-                value = _mu_fe(target)[index]
+                value = number(target["aggregates"].get(aggregate))
                 if value is not None:
                     ax.axhline(value, color="gray", linestyle="--", linewidth=1,
                                label=f"{target['display']} (before)")
             ax.set(xlabel=xlabel, ylabel=name, ylim=(-0.03, 1.03))
             ax.xaxis.get_major_locator().set_params(integer=True)
-        axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(title)
     return _save(fig, path)
 
 
 def plot_dynamics(results: Results | Sequence[Results], path: str | Path | None) -> Figure | None:
-    """Unlearning dynamics: MU and FE after each epoch; None (no file) without epoch rows."""
+    """Unlearning dynamics: MU, MU Retain and FE after each epoch; None (no file) without epoch rows."""
     return _lines(results, path, "epoch", "epoch", "Unlearning dynamics")
 
 
 def plot_continual(results: Results | Sequence[Results], path: str | Path | None) -> Figure | None:
-    """Continual unlearning: MU and FE after each task; None (no file) without task rows."""
+    """Continual unlearning: MU, MU Retain and FE after each task; None (no file) without task rows."""
     return _lines(results, path, "task", "task", "Continual unlearning")
