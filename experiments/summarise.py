@@ -199,8 +199,8 @@ def family_table(root: Path, name: str, title: str) -> str:
     sets = list(next(iter(res["rows"]))["sets"]) if res["rows"] else []
     out = [f"## {title}", "", f"Model `{res['model']}`, forget {res['forget']}. "
            "Per set: ROUGE / Probability / Truth ratio / Token entropy / Cosine similarity / Entailment.", "",
-           "| model | lr | MU | FE | MMLU | " + " | ".join(sets) + " | zero scores |",
-           "| --- | --- | ---: | ---: | ---: | " + " | ".join("---" for _ in sets) + " | --- |"]
+           "| model | lr | MU | MU Retain | TOFU MU | FE | MMLU | " + " | ".join(sets) + " | zero scores |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---" for _ in sets) + " | --- |"]
     for row in res["rows"]:
         if row.get("epoch") is not None:
             continue
@@ -208,8 +208,9 @@ def family_table(root: Path, name: str, title: str) -> str:
         if row["status"] != "ok":
             out.append(f"| {row['label']} | {lr} | failed: {row.get('error', '')} |")
             continue
-        out.append(f"| {row['label']} | {lr} | {_num(_agg(row, 'model_utility'))} | "
-                   f"{_num(_agg(row, 'forget_efficacy'))} | {_num(_agg(row, 'mmlu'), 2)} | "
+        out.append(f"| {row['label']} | {lr} | {_num(_agg(row, 'model_utility'))} | {_num(_agg(row, 'mu_retain'))} | "
+                   f"{_num(_agg(row, 'tofu_model_utility'))} | {_num(_agg(row, 'forget_efficacy'))} | "
+                   f"{_num(_agg(row, 'mmlu'), 2)} | "
                    + " | ".join(_six(row, s) for s in sets) + f" | {zero_scores(row)} |")
     return "\n".join(out) + "\n"
 

@@ -67,3 +67,15 @@ def test_repeats_ngram_flags_loops_only():
     assert not summarise.repeats_ngram("in the year 1958, in the year 1958")  # twice is not a loop
     assert not summarise.repeats_ngram("Jaime Vasquez was born in Santiago in 1958.")
     assert summarise.repeats_ngram("a b a b a b", n=2, times=3)
+
+
+def test_family_table_rows_and_failures(tmp_path):
+    (tmp_path / "gemma").mkdir()
+    ok = _row("ME+GD", 5e-5, 0.2, 0.6)
+    ok["aggregates"].update(mu_retain=0.8, tofu_model_utility=None, mmlu=0.31)
+    rows = [ok, {**_row("GA+GD", 1e-4, 0, 0, status="failed"), "error": "NaN loss"}]
+    (tmp_path / "gemma" / "results.json").write_text(json.dumps({"model": "gemma3-270m", "forget": "forget01 task 1",
+                                                                 "rows": rows}))
+    text = summarise.family_table(tmp_path, "gemma", "Gemma")
+    assert "| ME+GD | 5e-5 | 0.200 | 0.800 | - | 0.600 | 0.31 | .25 / .25 / .25 / .25 / .25 / .25 | - |" in text
+    assert "| GA+GD | 1e-4 | failed: NaN loss |" in text
