@@ -222,6 +222,7 @@ def main(argv: list[str]) -> int:
         quality_table(root),
         continual_table(root),
         family_table(root, "gemma", "Second family: Gemma-3-270m"),
+        quality_table(root, "gemma"),
         family_table(root, "real_world", "Real-world"),
     ]))
     return 0

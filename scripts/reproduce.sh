@@ -38,7 +38,7 @@ for run in grid-lr1e-4 grid-lr5e-5 continual gemma real_world demo2; do
   .venv/bin/unlearnlm report "runs/$run" > /dev/null
 done
 mkdir -p docs/img
-for run in grid-lr1e-4 grid-lr5e-5 gemma real_world; do cp "runs/$run/figures/mu_fe.png" "docs/img/${run}_mu_fe.png"; done
+for run in grid-lr1e-4 grid-lr5e-5 real_world; do cp "runs/$run/figures/mu_fe.png" "docs/img/${run}_mu_fe.png"; done
 cp runs/continual/figures/continual.png docs/img/continual.png
 .venv/bin/python experiments/summarise.py runs > docs/results/tables.md
 echo "tables: docs/results/tables.md; reports: runs/*/report.html"
