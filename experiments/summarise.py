@@ -7,18 +7,28 @@ directory is missing or unfinished is reported as such.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
-METRICS = ("rouge", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
+from unlearnlm.evaluation.evaluate import read_records
+from unlearnlm.evaluation.metrics import METRICS as METRIC_REGISTRY
+from unlearnlm.reports.runs import RESULTS_FILE, load_results
+
+METRICS = tuple(METRIC_REGISTRY.names())
 GRID_RUNS = ("grid-lr5e-5", "grid-lr1e-4")
 
 
 def _load(root: Path, name: str) -> dict | None:
-    path = root / name / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The run's checked results.json, or None when the study has not run."""
+    return load_results(root / name) if (root / name / RESULTS_FILE).is_file() else None
+
+
+def _cell(row: dict | None, values) -> str:
+    """One table cell: "not run", "failed", or ``values(row)`` for a finished row."""
+    if row is None:
+        return "not run"
+    return values(row) if row["status"] == "ok" else "failed"
 
 
 def _num(value, digits: int = 3) -> str:
@@ -92,15 +102,9 @@ def grid_tables(root: Path) -> str:
            "| --- | " + " | ".join("---" for _ in lrs) + " | --- |"]
     chosen = {}
     for method, runs in by_method.items():
-        cells = []
-        for lr in lrs:
-            row = next((r for r in runs if r["lr"] == lr), None)
-            if row is None:
-                cells.append("not run")
-            elif row["status"] != "ok":
-                cells.append("failed")
-            else:
-                cells.append(f"{_num(_agg(row, 'model_utility'))} / {_num(_agg(row, 'forget_efficacy'))} / {_fq(row)}")
+        cells = [_cell(next((r for r in runs if r["lr"] == lr), None),
+                       lambda r: f"{_num(_agg(r, 'model_utility'))} / {_num(_agg(r, 'forget_efficacy'))} / {_fq(r)}")
+                 for lr in lrs]
         chosen[method] = select_lr(runs, fe_bar)
         out.append(f"| {method} | " + " | ".join(cells) + f" | {_lr(chosen[method]['lr'])} |")
     out += ["", "## Fictitious grid: selected learning rate per method", "",
@@ -133,7 +137,7 @@ def repeats_ngram(text: str, n: int = 3, times: int = 3) -> bool:
 
 def _records(run_dir: Path, row: dict, set_name: str) -> list[dict]:
     path = run_dir / row["eval_dir"] / f"{set_name}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_records(path) if path.is_file() else []
 
 
 def quality_table(root: Path, run: str = "grid-lr1e-4") -> str:
@@ -150,11 +154,12 @@ def quality_table(root: Path, run: str = "grid-lr1e-4") -> str:
     for row in res["rows"]:
         if row["status"] != "ok" or row.get("epoch") is not None:
             continue
-        records = [r for s in utility for r in _records(root / run, row, s)]
+        by_set = {s: _records(root / run, row, s) for s in utility}
+        records = [r for s in utility for r in by_set[s]]
         if not records:
             continue
         loops = sum(repeats_ngram(r["generation"]) for r in records) / len(records)
-        retain = _records(root / run, row, "retain")
+        retain = by_set["retain"]
         worst = min(retain, key=lambda r: r["token_entropy"])["generation"] if retain else ""
         worst = " ".join(worst.split())[:110].replace("|", "/")
         te = " / ".join(_num(row["sets"][s]["token_entropy"], 2) for s in utility)
@@ -179,15 +184,9 @@ def continual_table(root: Path) -> str:
         out += ["", f"{title}:", "", "| method | " + " | ".join(f"after task {t}" for t in tasks) + " |",
                 "| --- | " + " | ".join("---" for _ in tasks) + " |"]
         for method in methods:
-            cells = []
-            for t in tasks:
-                row = next((r for r in rows if r.get("method") == method and r.get("task") == t), None)
-                if row is None:
-                    cells.append("not run")
-                elif row["status"] != "ok":
-                    cells.append("failed")
-                else:
-                    cells.append(" / ".join(_num(_agg(row, k)) for k in keys))
+            cells = [_cell(next((r for r in rows if r.get("method") == method and r.get("task") == t), None),
+                           lambda r: " / ".join(_num(_agg(r, k)) for k in keys))
+                     for t in tasks]
             out.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

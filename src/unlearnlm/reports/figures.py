@@ -190,8 +190,8 @@ def _lines(results: Results | Sequence[Results], path: str | Path | None, key: s
         targets = [r for r in rows if r["is_target"] and is_final(r) and not r["failed"]]
         for ax, (aggregate, name) in zip(axes, _LINE_PANELS):
             for series in dict.fromkeys(r["series"] for r in points):
-                pts = sorted((r[key], number(r["aggregates"].get(aggregate))) for r in points
-                             if r["series"] == series and number(r["aggregates"].get(aggregate)) is not None)
+                values = ((r[key], number(r["aggregates"].get(aggregate))) for r in points if r["series"] == series)
+                pts = sorted((x, y) for x, y in values if y is not None)
                 if pts:
                     ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", markersize=4,
                             color=colors.get(series), label=series)
