@@ -201,6 +201,30 @@ def test_mu_fe_scatter_plots_the_results(results, tmp_path):
     assert (tmp_path / "mu_fe.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_mu_fe_several_runs_marker_per_run_colour_per_method(results, tmp_path):
+    import copy
+    second = copy.deepcopy(results)
+    second["run_name"] = "other"
+    for row in second["rows"]:
+        if row["method"] is not None and row["status"] == "ok":
+            row["aggregates"]["forget_efficacy"] /= 2  # same target, other method points
+    fig = plot_mu_fe([results, second], tmp_path / "mu_fe.png")
+    ax = fig.axes[0]
+    ok = [r for r in results["rows"] if r["epoch"] is None and r["task"] is None and r["status"] == "ok"]
+    methods = [r for r in ok if r["method"] is not None]
+    stars = [c for c in ax.collections if c.get_label() == "target"]
+    assert len(stars) == 1  # both runs share the target: drawn once
+    assert len(ax.collections) == 1 + 2 * len(methods)
+    assert [t.get_text() for t in ax.texts] == ["target"]  # methods are in the legend instead
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:len(methods)] == [r["method"] for r in methods] and legend[-2:] == [results["run_name"], "other"]
+    a = next(c for c in ax.collections if c.get_label() == f"{results['run_name']}:{methods[0]['label']}")
+    b = next(c for c in ax.collections if c.get_label() == f"other:{methods[0]['label']}")
+    va, vb = a.get_paths()[0].vertices, b.get_paths()[0].vertices
+    assert va.shape != vb.shape or not (va == vb).all()  # a circle for one run, a square for the other
+    assert tuple(a.get_facecolor()[0]) == tuple(b.get_facecolor()[0])  # one colour per method
+
+
 def test_heatmap_annotates_every_cell(results, tmp_path):
     fig = plot_heatmap(results, tmp_path / "heat.png")
     texts = [t.get_text() for t in fig.axes[0].texts]

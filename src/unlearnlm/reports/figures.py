@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import matplotlib as mpl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from unlearnlm.io import atomic_path
 from unlearnlm.reports.runs import METRIC_SHORT, Results, is_final, number, report_rows, set_columns
@@ -59,14 +60,12 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
     return fig
 
 
-def _colors(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One colour per method series, the same in every figure of a report."""
-    cycle = mpl.colormaps["tab10"].colors
-    series = []
-    for row in rows:
-        if not row["is_target"] and row["series"] not in series:
-            series.append(row["series"])
-    return {name: cycle[i % len(cycle)] for i, name in enumerate(series)}
+def _colors(rows: list[dict[str, Any]], key: str = "series") -> dict[str, Any]:
+    """One colour per method series (or other ``key``), the same in every figure of a report;
+    tab10 up to ten names, tab20 beyond, so no two names share a colour below 21."""
+    names = list(dict.fromkeys(row[key] for row in rows if not row["is_target"]))
+    cycle = mpl.colormaps["tab10" if len(names) <= 10 else "tab20"].colors
+    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
 
 
 def _mu_fe(row: dict[str, Any]) -> tuple[float | None, float | None]:
@@ -97,37 +96,66 @@ def _label_offset(placed: list[tuple[float, float, float, float]], fe: float, mu
     return chosen
 
 
+_RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
 def plot_mu_fe(results: Results | Sequence[Results], path: str | Path | None) -> Figure:
     """Model Utility (y) against Forget Efficacy (x): one point per final row, the target
     (the model before unlearning) a star.
 
-    Rows that failed or lack MU or FE are not drawn (their labels are listed under the plot)."""
+    One run: each point is labelled with its method. Several runs: the colour is the method
+    and the marker the run, explained in a legend (point labels would not fit), and targets
+    that coincide (runs sharing one target) are drawn once. Rows that failed or lack MU or FE
+    are not drawn (their labels are listed under the plot)."""
     with mpl.rc_context(STYLE):
-        rows = report_rows(results)
-        colors = _colors(rows)
-        fig = _figure(5.6, 4.6)
+        rows = [r for r in report_rows(results) if is_final(r)]
+        for r in rows:
+            r["method_name"] = r.get("method") or r["label"]
+        runs = list(dict.fromkeys(r["run"] for r in rows))
+        several = len(runs) > 1
+        colors = _colors(rows, key="method_name")
+        fig = _figure(7.4 if several else 5.6, 4.6)
         ax = fig.add_subplot()
-        missing, placed = [], []
-        for row in (r for r in rows if is_final(r)):
+        targets = {_mu_fe(r) for r in rows if r["is_target"] and not r["failed"]}
+        missing, placed, stars = [], [], set()
+        for row in rows:
             mu, fe = _mu_fe(row)
             if row["failed"] or mu is None or fe is None:
                 missing.append(row["display"] + (" (failed)" if row["failed"] else ""))
                 continue
             if row["is_target"]:
+                if (fe, mu) in stars:
+                    continue
+                stars.add((fe, mu))
                 ax.scatter([fe], [mu], marker="*", s=260, color="gold", edgecolor="black",
                            linewidth=0.8, zorder=3, label="target")
             else:
-                ax.scatter([fe], [mu], marker="o", s=55, color=colors[row["series"]],
-                           edgecolor="black", linewidth=0.5, zorder=3)
-            dy = _label_offset(placed, fe, mu, row["display"])
-            ax.annotate(row["display"], (fe, mu), xytext=(6, dy), textcoords="offset points", fontsize=8)
+                marker = _RUN_MARKERS[runs.index(row["run"]) % len(_RUN_MARKERS)] if several else "o"
+                ax.scatter([fe], [mu], marker=marker, s=55, color=colors[row["method_name"]],
+                           edgecolor="black", linewidth=0.5, zorder=3, label=row["display"])
+            if not several or row["is_target"]:
+                label = "target" if several and len(targets) == 1 else row["display"]
+                dy = _label_offset(placed, fe, mu, label)
+                ax.annotate(label, (fe, mu), xytext=(6, dy), textcoords="offset points", fontsize=8)
         ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="Forget Efficacy (FE) \u2192",
                ylabel="Model Utility (MU) \u2192", title="Utility vs. forgetting")
+        if several:
+            ax.legend(handles=_mu_fe_legend(colors, runs), loc="center left", bbox_to_anchor=(1.01, 0.5),
+                      fontsize=7, handletextpad=0.3)
         if missing:
             fig.text(0.01, 0.0, "not plotted: " + ", ".join(missing), fontsize=7, va="bottom",
                      color="dimgray")
             fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
     return _save(fig, path)
+
+
+def _mu_fe_legend(colors: dict[str, Any], runs: list[str]) -> list[Line2D]:
+    """Legend entries: a coloured dot per method, then a grey marker per run."""
+    def entry(label, marker, color):
+        return Line2D([], [], linestyle="none", marker=marker, markersize=6, color=color,
+                      markeredgecolor="black", markeredgewidth=0.5, label=label)
+    return ([entry(method, "o", color) for method, color in colors.items()]
+            + [entry(run, _RUN_MARKERS[i % len(_RUN_MARKERS)], "lightgray") for i, run in enumerate(runs)])
 
 
 def plot_heatmap(results: Results | Sequence[Results], path: str | Path | None) -> Figure:
