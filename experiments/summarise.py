@@ -16,7 +16,8 @@ from unlearnlm.evaluation.metrics import METRICS as METRIC_REGISTRY
 from unlearnlm.reports.runs import RESULTS_FILE, load_results
 
 METRICS = tuple(METRIC_REGISTRY.names())
-GRID_RUNS = ("grid-lr5e-5", "grid-lr1e-4")
+GRID_RUNS = ("grid-lr1e-4", "grid-lr5e-5")  # the first sets the method order (experiments/grid.yaml)
+SEED_RUNS = ("grid-lr1e-4", "grid-lr1e-4-seed1")  # the same grid under unlearning seeds 0 and 1
 
 
 def _load(root: Path, name: str) -> dict | None:
@@ -98,12 +99,13 @@ def grid_tables(root: Path) -> str:
     lrs = sorted({r["lr"] for runs in by_method.values() for r in runs})
     out = ["## Fictitious grid: every run", "",
            f"Runs found: {', '.join(present)}. Grid-wide median FE (the selection bar): {fe_bar:.3f}.", "",
-           "| method | " + " | ".join(f"lr {_lr(lr)}: MU / FE / FQ" for lr in lrs) + " | selected lr |",
+           "| method | " + " | ".join(f"lr {_lr(lr)}: MU / MU Retain / FE / FQ" for lr in lrs) + " | selected lr |",
            "| --- | " + " | ".join("---" for _ in lrs) + " | --- |"]
     chosen = {}
     for method, runs in by_method.items():
         cells = [_cell(next((r for r in runs if r["lr"] == lr), None),
-                       lambda r: f"{_num(_agg(r, 'model_utility'))} / {_num(_agg(r, 'forget_efficacy'))} / {_fq(r)}")
+                       lambda r: " / ".join(_num(_agg(r, k)) for k in ("model_utility", "mu_retain", "forget_efficacy"))
+                       + f" / {_fq(r)}")
                  for lr in lrs]
         chosen[method] = select_lr(runs, fe_bar)
         out.append(f"| {method} | " + " | ".join(cells) + f" | {_lr(chosen[method]['lr'])} |")
@@ -120,6 +122,38 @@ def grid_tables(root: Path) -> str:
                    f"{_num(_agg(row, 'tofu_model_utility'))} | {_num(_agg(row, 'forget_efficacy'))} | "
                    f"{_fq(row)} | " + " | ".join(_six(row, s) for s in ("forget", "retain", "real_authors", "world_facts"))
                    + f" | {zero_scores(row)} |")
+    return "\n".join(out) + "\n"
+
+
+def _final_rows(res: dict) -> dict[str, dict]:
+    """Method -> its finished row after the last epoch."""
+    return {r["method"]: r for r in res["rows"]
+            if r.get("method") and r.get("epoch") is None and r["status"] == "ok"}
+
+
+def seed_table(root: Path, runs: tuple[str, str] = SEED_RUNS) -> str:
+    """The methods both runs share, under two unlearning seeds (data order), and the mean absolute
+    difference per aggregate: how far a single run's numbers move by chance alone."""
+    first, second = (_load(root, name) for name in runs)
+    if first is None or second is None:
+        return f"## Seed variation\n\nNeeds both `{runs[0]}` and `{runs[1]}`.\n"
+    keys = (("MU", "model_utility"), ("MU Retain", "mu_retain"), ("FE", "forget_efficacy"),
+            ("FQ", "forget_quality"))
+    a, b = _final_rows(first), _final_rows(second)
+    shared = [m for m in a if m in b]
+    out = [f"## Seed variation: `{runs[0]}` vs `{runs[1]}`", "",
+           "Each cell: first seed / second seed.", "",
+           "| method | " + " | ".join(name for name, _ in keys) + " |",
+           "| --- | " + " | ".join("---" for _ in keys) + " |"]
+    for method in shared:
+        out.append(f"| {method} | " + " | ".join(
+            f"{_num(_agg(a[method], k))} / {_num(_agg(b[method], k))}" for _, k in keys) + " |")
+    diffs = []
+    for _, k in keys:
+        pairs = [(_agg(a[m], k), _agg(b[m], k)) for m in shared]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        diffs.append(_num(statistics.fmean(abs(x - y) for x, y in pairs)) if pairs else "-")
+    out.append("| mean absolute difference | " + " | ".join(diffs) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -218,6 +252,7 @@ def main(argv: list[str]) -> int:
     root = Path(argv[1] if len(argv) > 1 else "runs")
     print("\n".join([
         grid_tables(root),
+        seed_table(root),
         quality_table(root),
         continual_table(root),
         family_table(root, "gemma", "Second family: Gemma-3-270m"),

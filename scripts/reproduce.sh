@@ -19,11 +19,14 @@ lane_a() {
   study grid-lr1e-4 --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=grid-lr1e-4
   study gemma --preset experiments/gemma.yaml
   study grid-lr5e-5 --preset experiments/grid.yaml unlearn.train.lr=5e-5 run_name=grid-lr5e-5
+  study demo --preset demo run_name=demo2
 }
 lane_b() {
   study continual --preset experiments/continual.yaml
   study real_world --preset experiments/real_world.yaml
-  study demo --preset demo run_name=demo2
+  # the lr 1e-4 grid again under a second unlearning seed (data order): how much is noise
+  study grid-lr1e-4-seed1 --preset experiments/grid.yaml unlearn.train.lr=1e-4 unlearn.train.seed=1 \
+    run_name=grid-lr1e-4-seed1
 }
 if [ "${LANES:-2}" = 1 ]; then
   lane_a && lane_b
@@ -33,12 +36,13 @@ else
   lane_b & b=$!
   wait $a && wait $b
 fi
-.venv/bin/unlearnlm report runs/grid-lr5e-5 runs/grid-lr1e-4 --out runs/grid-report > /dev/null
-for run in grid-lr1e-4 grid-lr5e-5 continual gemma real_world demo2; do
+.venv/bin/unlearnlm report runs/grid-lr1e-4 runs/grid-lr5e-5 --out runs/grid-report > /dev/null
+for run in grid-lr1e-4 grid-lr5e-5 grid-lr1e-4-seed1 continual gemma real_world demo2; do
   .venv/bin/unlearnlm report "runs/$run" > /dev/null
 done
 mkdir -p docs/img
-for run in grid-lr1e-4 grid-lr5e-5 real_world; do cp "runs/$run/figures/mu_fe.png" "docs/img/${run}_mu_fe.png"; done
+for run in grid-lr1e-4 real_world; do cp "runs/$run/figures/mu_fe.png" "docs/img/${run}_mu_fe.png"; done
+cp runs/grid-report/figures/mu_fe.png docs/img/grid_sweep_mu_fe.png
 cp runs/continual/figures/continual.png docs/img/continual.png
 .venv/bin/python experiments/summarise.py runs > docs/results/tables.md
 echo "tables: docs/results/tables.md; reports: runs/*/report.html"

@@ -34,8 +34,8 @@ def test_grid_tables_use_the_grid_wide_median_fe(tmp_path):
         (tmp_path / name / "results.json").write_text(json.dumps(results))
     text = summarise.grid_tables(tmp_path)
     assert "selection bar): 0.650" in text  # median of 0.5, 0.6, 0.7, 0.8
-    assert "| GA | 0.400 / 0.500 / 0.5 | 0.300 / 0.700 / 0.5 | 1e-4 |" in text
-    assert "| ME | 0.500 / 0.600 / 0.5 | 0.450 / 0.800 / 0.5 | 1e-4 |" in text
+    assert "| GA | 0.400 / - / 0.500 / 0.5 | 0.300 / - / 0.700 / 0.5 | 1e-4 |" in text
+    assert "| ME | 0.500 / - / 0.600 / 0.5 | 0.450 / - / 0.800 / 0.5 | 1e-4 |" in text
     assert "| GA | 1e-4 | 0.300 | - | - | 0.700 | 0.5 | .25 / .25 / .25 / .25 / .25 / .25 |" in text
 
 
@@ -79,3 +79,18 @@ def test_family_table_rows_and_failures(tmp_path):
     text = summarise.family_table(tmp_path, "gemma", "Gemma")
     assert "| ME+GD | 5e-5 | 0.200 | 0.800 | - | 0.600 | 0.31 | .25 / .25 / .25 / .25 / .25 / .25 | - |" in text
     assert "| GA+GD | 1e-4 | failed: NaN loss |" in text
+
+
+def test_seed_table_pairs_shared_methods_and_averages_the_gaps(tmp_path):
+    for name, rows in [("grid-lr1e-4", [("GA", 0.30, 0.70), ("ME", 0.50, 0.60), ("NPO", 0.1, 0.5)]),
+                       ("grid-lr1e-4-seed1", [("GA", 0.20, 0.75), ("ME", 0.50, 0.40)])]:
+        (tmp_path / name).mkdir()
+        results = {"rows": [{**_row("target", None, 0.5, 0.1), "method": None}]
+                   + [_row(m, 1e-4, mu, fe) for m, mu, fe in rows]}
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    text = summarise.seed_table(tmp_path)
+    assert "| GA | 0.300 / 0.200 | - / - | 0.700 / 0.750 | 0.500 / 0.500 |" in text
+    assert "NPO" not in text  # only in the first run
+    # MU gaps 0.1 and 0.0 -> 0.05; FE gaps 0.05 and 0.2 -> 0.125; FQ equal -> 0
+    assert "| mean absolute difference | 0.050 | - | 0.125 | 0.000 |" in text
+    assert "Needs both" in summarise.seed_table(tmp_path / "missing")
