@@ -13,7 +13,7 @@ from pathlib import Path
 
 from unlearnlm.evaluation.evaluate import read_records
 from unlearnlm.evaluation.metrics import METRICS as METRIC_REGISTRY
-from unlearnlm.reports.runs import RESULTS_FILE, load_results
+from unlearnlm.reports.runs import RESULTS_FILE, is_final, load_results
 
 METRICS = tuple(METRIC_REGISTRY.names())
 GRID_RUNS = ("grid-lr1e-4", "grid-lr5e-5")  # the first sets the method order (experiments/grid.yaml)
@@ -92,7 +92,7 @@ def grid_tables(root: Path) -> str:
         for row in res["rows"]:
             if row["label"] == "target":
                 target = target or row
-            elif row.get("method") and row.get("epoch") is None:
+            elif row.get("method") and is_final(row):
                 by_method.setdefault(row["method"], []).append(row)
     fes = [_agg(r, "forget_efficacy") for runs in by_method.values() for r in runs if r["status"] == "ok"]
     fe_bar = statistics.median(fes) if fes else 0.0
@@ -126,9 +126,8 @@ def grid_tables(root: Path) -> str:
 
 
 def _final_rows(res: dict) -> dict[str, dict]:
-    """Method -> its finished row after the last epoch."""
-    return {r["method"]: r for r in res["rows"]
-            if r.get("method") and r.get("epoch") is None and r["status"] == "ok"}
+    """Method -> its finished end-of-run row."""
+    return {r["method"]: r for r in res["rows"] if r.get("method") and is_final(r) and r["status"] == "ok"}
 
 
 def seed_table(root: Path, runs: tuple[str, str] = SEED_RUNS) -> str:
@@ -186,7 +185,7 @@ def quality_table(root: Path, run: str = "grid-lr1e-4") -> str:
            "answers in which a word 3-gram occurs 3 times or more.", "",
            "| model | TE | loops | lowest-entropy retain answer |", "| --- | --- | ---: | --- |"]
     for row in res["rows"]:
-        if row["status"] != "ok" or row.get("epoch") is not None:
+        if row["status"] != "ok" or not is_final(row):
             continue
         by_set = {s: _records(root / run, row, s) for s in utility}
         records = [r for s in utility for r in by_set[s]]
@@ -235,7 +234,7 @@ def family_table(root: Path, name: str, title: str) -> str:
            "| model | lr | MU | MU Retain | TOFU MU | FE | MMLU | " + " | ".join(sets) + " | zero scores |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---" for _ in sets) + " | --- |"]
     for row in res["rows"]:
-        if row.get("epoch") is not None:
+        if not is_final(row):
             continue
         lr = _lr(row.get("lr"))
         if row["status"] != "ok":

@@ -109,11 +109,9 @@ def plot_mu_fe(results: Results | Sequence[Results], path: str | Path | None) ->
     are not drawn (their labels are listed under the plot)."""
     with mpl.rc_context(STYLE):
         rows = [r for r in report_rows(results) if is_final(r)]
-        for r in rows:
-            r["method_name"] = r.get("method") or r["label"]
         runs = list(dict.fromkeys(r["run"] for r in rows))
         several = len(runs) > 1
-        colors = _colors(rows, key="method_name")
+        colors = _colors(rows, key="method")
         fig = _figure(7.4 if several else 5.6, 4.6)
         ax = fig.add_subplot()
         targets = {_mu_fe(r) for r in rows if r["is_target"] and not r["failed"]}
@@ -131,7 +129,7 @@ def plot_mu_fe(results: Results | Sequence[Results], path: str | Path | None) ->
                            linewidth=0.8, zorder=3, label="target")
             else:
                 marker = _RUN_MARKERS[runs.index(row["run"]) % len(_RUN_MARKERS)] if several else "o"
-                ax.scatter([fe], [mu], marker=marker, s=55, color=colors[row["method_name"]],
+                ax.scatter([fe], [mu], marker=marker, s=55, color=colors[row["method"]],
                            edgecolor="black", linewidth=0.5, zorder=3, label=row["display"])
             if not several or row["is_target"]:
                 label = "target" if several and len(targets) == 1 else row["display"]
