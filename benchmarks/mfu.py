@@ -53,7 +53,7 @@ def main() -> int:
     from unlearnlm.data.collate import length_grouped_order
     from unlearnlm.methods import LossConfig, LossContext, get_method
     from unlearnlm.models.loading import use_bf16
-    from unlearnlm.training.unlearn import method_settings
+    from unlearnlm.methods.settings import resolve_method
     from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
 
     bf16 = use_bf16("auto")
@@ -63,7 +63,7 @@ def main() -> int:
     shape = common.model_shape(model.config)
     forget, retain, idk = common.tofu_task1()
     method = get_method(METHOD)
-    mask_question = method_settings(UnlearnConfig(), METHOD).mask_question  # ME: question tokens too
+    mask_question = resolve_method(UnlearnConfig(), METHOD).settings.mask_question  # ME: question tokens too
     dataset = UnlearnDataset(forget, retain, idk, tok, fmt, method.parts, mask_question, 512, seed=0)
     order = length_grouped_order(dataset.lengths(), BATCH, seed=0)
     collate = PartsCollator(tok.pad_token_id)

@@ -57,12 +57,12 @@ def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int,
     from unlearnlm.data.collate import length_grouped_order
     from unlearnlm.methods import LossConfig, LossContext, get_method
     from unlearnlm.models.loading import load_model
-    from unlearnlm.training.unlearn import method_settings
+    from unlearnlm.methods.settings import resolve_method
     from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
 
     forget, retain, idk = rows
     method = get_method(name)
-    mask_question = method_settings(UnlearnConfig(), name).mask_question  # the method's default
+    mask_question = resolve_method(UnlearnConfig(), name).settings.mask_question  # the method's default
     dataset = UnlearnDataset(forget, retain, idk, tok, fmt, method.parts, mask_question, 512, seed=0)
     order = length_grouped_order(dataset.lengths(), BATCH, seed=0)
     batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]

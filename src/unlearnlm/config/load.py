@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -221,15 +222,9 @@ def validate(cfg: RunConfig) -> list[str]:
             errors.append(f"{name}: weight_decay and warmup_epochs must be >= 0")
         if not isinstance(train.bf16, bool) and train.bf16 != "auto":
             errors.append(f"{name}.bf16: expected auto, true or false, got {train.bf16!r}")
-    u = cfg.unlearn
-    if u.beta <= 0:
-        errors.append(f"unlearn.beta: must be > 0, got {u.beta}")
-    if u.forget_coeff < 0 or u.reg_coeff < 0:
-        errors.append("unlearn.forget_coeff and unlearn.reg_coeff must be >= 0")
-    if u.me_direction not in ("p_u", "u_p"):
-        errors.append(f"unlearn.me_direction: {u.me_direction!r} is not p_u (KL(P||U), paper) or u_p (KL(U||P))")
-    if u.retain_set not in ("tofu", "target_data"):
-        errors.append(f"unlearn.retain_set: {u.retain_set!r} is not tofu or target_data")
+    errors += unlearn_errors(cfg.unlearn, only=set(_UNLEARN_CHECKS) - {"lr", "epochs"})  # those: above
+    if cfg.unlearn.trainable is not None and cfg.unlearn.train.lora:
+        errors.append("unlearn.trainable: cannot be combined with unlearn.train.lora=true (LoRA trains its adapters)")
     if cfg.finetune.retain_rows is not None and cfg.finetune.retain_rows < 0:
         errors.append(f"finetune.retain_rows: must be >= 0, got {cfg.finetune.retain_rows}")
     if cfg.finetune.check_size < 0:
@@ -262,33 +257,62 @@ def load_config(preset: str | None = "demo", overrides: list[str] | tuple = ()) 
 
 
 def _validate_methods(cfg: RunConfig) -> list[str]:
-    from unlearnlm.methods.registry import get_method  # registry imports torch: keep it lazy
+    from unlearnlm.methods.settings import method_errors  # the registry imports torch: keep it lazy
 
-    errors = []
+    errors = _per_method_errors(cfg.unlearn)
+    if errors:
+        return errors
     named = [("unlearn.method", cfg.unlearn.method), *((f"methods[{i}]", m) for i, m in enumerate(cfg.methods)),
              *((f"unlearn.per_method.{m}", m) for m in cfg.unlearn.per_method)]
     for where, name in named:
-        try:
-            get_method(name)
-        except ConfigError as e:
-            errors.append(f"{where}: {e}")
-    return errors + _per_method_errors(cfg.unlearn)
+        errors += [e for e in method_errors(cfg.unlearn, name, where) if e not in errors]
+    return errors
 
 
-# Value checks of the options a method may override (the same rules as ``validate``).
-_PER_METHOD_CHECKS = {
-    "lr": (lambda v: v > 0, "must be > 0"),
-    "epochs": (lambda v: v > 0, "must be > 0"),
-    "beta": (lambda v: v > 0, "must be > 0"),
-    "forget_coeff": (lambda v: v >= 0, "must be >= 0"),
-    "reg_coeff": (lambda v: v >= 0, "must be >= 0"),
-    "me_direction": (lambda v: v in ("p_u", "u_p"), "must be p_u or u_p"),
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _regex(v) -> bool:
+    try:
+        re.compile(v)
+    except re.error:
+        return False
+    return True
+
+
+# Value rules of the unlearning options (None always passes: "the default"). ``lr`` and
+# ``epochs`` are the per-method overrides of unlearn.train.
+_UNLEARN_CHECKS = {
+    "lr": (_positive, "must be > 0"), "epochs": (_positive, "must be > 0"),
+    "forget_coeff": (_non_negative, "must be >= 0"), "reg_coeff": (_non_negative, "must be >= 0"),
+    "me_direction": (lambda v: v in ("p_u", "u_p"), "must be p_u (KL(P||U), paper) or u_p (KL(U||P))"),
     "retain_set": (lambda v: v in ("tofu", "target_data"), "must be tofu or target_data"),
+    "trainable": (_regex, "must be a valid regular expression"),
+    **{k: (_positive, "must be > 0") for k in ("beta", "simnpo_beta", "rmu_coeff")},
+    **{k: (_non_negative, "must be >= 0") for k in ("undial_beta", "wga_beta", "satimp_beta1", "satimp_beta2",
+                                                    "rmu_layer", "pdu_lambda0", "pdu_eta", "pdu_dual_warmup_epochs")},
 }
 
 
+def unlearn_errors(u: UnlearnConfig, prefix: str = "unlearn.", only=None) -> list[str]:
+    """Value problems of unlearning options, as ``<prefix><option>: ...``; ``only``: these keys."""
+    errors = []
+    for key, (ok, message) in _UNLEARN_CHECKS.items():
+        if only is not None and key not in only:
+            continue
+        value = getattr(u.train, key) if key in ("lr", "epochs") else getattr(u, key)
+        if value is not None and not ok(value):
+            errors.append(f"{prefix}{key}: {message}, got {value!r}")
+    return errors
+
+
 def _per_method_errors(u: UnlearnConfig) -> list[str]:
-    """``unlearn.per_method``: known option names, right types (coerced in place), valid values."""
+    """``unlearn.per_method``: known option names and right types (coerced in place)."""
     train_keys = ("lr", "epochs")
     hints = typing.get_type_hints(UnlearnConfig)
     train_hints = typing.get_type_hints(TrainConfig)
@@ -305,13 +329,9 @@ def _per_method_errors(u: UnlearnConfig) -> list[str]:
                 continue
             trial: list[str] = []
             value = _coerce(over[key], train_hints[key] if key in train_keys else hints[key], where, trial)
-            if trial:
-                errors += trial
-                continue
-            over[key] = value
-            check = _PER_METHOD_CHECKS.get(key)
-            if check is not None and value is not None and not check[0](value):
-                errors.append(f"{where}: {check[1]}, got {value!r}")
+            errors += trial
+            if not trial:
+                over[key] = value
     return errors
 
 

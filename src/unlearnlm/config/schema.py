@@ -65,13 +65,36 @@ class FinetuneConfig:
 
 
 @dataclass
-class UnlearnConfig:
+class LossConfig:
+    """Hyperparameters of the registered losses (docs/method.md, "Losses"). Each loss reads
+    its own fields; ``unlearn.per_method`` may override any of them for one method."""
+
+    beta: float = 0.1  # NPO, DPO, AP inverse temperature (paper value)
+    me_direction: str = "p_u"  # ME: p_u = KL(P||U) (paper text); u_p = KL(U||P) (reference code)
+    simnpo_beta: float = 4.5  # SimNPO inverse temperature
+    simnpo_gamma: float = 0.0  # SimNPO margin: log sigma(beta * NLL_avg - gamma) (paper convention)
+    rmu_layer: int | None = None  # RMU decoder layer, 0-based; None: round(7 * n_layers / 32) (WMDP's 7 of 32)
+    rmu_coeff: float = 20.0  # RMU control-vector norm (WMDP; OpenUnlearning's TOFU config: 2)
+    undial_beta: float = 10.0  # UNDIAL: the true token's logit is lowered by beta in the target
+    wga_beta: float = 1.0  # WGA token weight p^beta
+    satimp_beta1: float = 5.0  # SatImp token weight p^beta1 * (1 - p)^beta2
+    satimp_beta2: float = 1.0
+    ceu_ignore_first: bool = True  # CE-U: skip the first answer token
+    pdu_eps: float | None = None  # PDU retain-loss bound; must be set (a little above the target's retain NLL)
+    pdu_lambda0: float = 100.0  # PDU initial dual variable
+    pdu_eta: float = 5.0  # PDU dual step size
+    pdu_dual_warmup_epochs: float = 5.0  # PDU: the dual variable stays at lambda0 for these epochs
+
+
+@dataclass
+class UnlearnConfig(LossConfig):
     method: str = "ME+GD"
-    forget_coeff: float = 1.0
-    reg_coeff: float = 1.0
-    beta: float = 0.1
+    forget_coeff: float | None = None  # None: the method's default (1 unless `unlearnlm methods` says otherwise)
+    reg_coeff: float | None = None  # None: the method's default (1 unless `unlearnlm methods` says otherwise)
     mask_question: bool | None = None  # None: the method's default (ME: false, others: true)
-    me_direction: str = "p_u"  # p_u: KL(P||U) (paper); u_p: KL(U||P) (reference code)
+    # Train only parameters whose name matches this regex (re.search), e.g. RMU's
+    # 'layers\.(5|6|7)\.mlp\.down_proj'; None: all. Frozen ones get no optimiser state.
+    trainable: str | None = None
     fix_ref_model: bool = False  # continual: keep the original model as reference
     retain_set: str = "tofu"  # tofu: the data README's retain set; target_data: what the target learned
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=1e-5))

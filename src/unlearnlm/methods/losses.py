@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -129,3 +130,89 @@ def ap_loss(nll_sum_idk: Tensor, nll_sum_true: Tensor, beta: float) -> Tensor:
     nll_sum_idk, nll_sum_true [B] -> scalar
     """
     return -(1.0 / beta) * F.logsigmoid(beta * (nll_sum_idk - nll_sum_true)).mean()
+
+
+# ---- the field's newer baselines (docs/method.md, "Baselines") ------------------------
+
+def simnpo_loss(nll_sum: Tensor, n_tokens: Tensor, beta: float, gamma: float) -> Tensor:
+    """SimNPO (Fan et al. 2024, arXiv 2410.07163): NPO without a reference model, on the
+    length-normalised NLL: -(2/beta) * mean log sigma(beta * NLL_avg - gamma), NLL_avg = NLL_sum/|y|.
+    gamma as in the paper (OpenUnlearning multiplies its margin by beta).
+
+    nll_sum [B], n_tokens [B] (answer tokens per sequence) -> scalar
+    """
+    nll_avg = nll_sum / n_tokens.clamp(min=1)
+    return -(2.0 / beta) * F.logsigmoid(beta * nll_avg - gamma).mean()
+
+
+def _weighted_ascent(logits: Tensor, labels: Tensor, weight) -> Tensor:
+    """-(1/N) sum_t w_t * l_t over the N target tokens, w_t = weight(p_t) detached."""
+    nll, mask = token_nll(logits, labels)
+    w = weight(torch.exp(-nll).detach()) * mask
+    return -(w * nll).sum() / mask.sum().clamp(min=1)
+
+
+def wga_loss(logits: Tensor, labels: Tensor, beta: float) -> Tensor:
+    """WGA (weighted gradient ascent, arXiv 2502.19301): token weight w_t = p_theta(y_t)^beta.
+    logits [B,T,V], labels [B,T] -> scalar"""
+    return _weighted_ascent(logits, labels, lambda p: p**beta)
+
+
+def satimp_loss(logits: Tensor, labels: Tensor, beta1: float, beta2: float) -> Tensor:
+    """SatImp (arXiv 2505.11953): token weight w_t = p_t^beta1 * (1 - p_t)^beta2.
+    logits [B,T,V], labels [B,T] -> scalar"""
+    return _weighted_ascent(logits, labels, lambda p: p**beta1 * (1 - p) ** beta2)
+
+
+def _cross_entropy_to(q: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
+    """Mean over masked positions of -sum_v q_v log softmax(logits)_v. q, logits [B,T,V]."""
+    ce = -(q * F.log_softmax(logits, dim=-1)).sum(-1)
+    return (ce * mask).sum() / mask.sum().clamp(min=1)
+
+
+def undial_loss(logits: Tensor, ref_logits: Tensor, labels: Tensor, beta: float) -> Tensor:
+    """UNDIAL (arXiv 2402.10052): cross-entropy from q_t = softmax(z_ref,t - beta * onehot(y_t)) to
+    p_theta,t, averaged over answer positions only (one reference implementation averages over
+    every position, padding and question included).
+    logits, ref_logits [B,T,V], labels [B,T] -> scalar"""
+    logits, targets, mask = _shift(logits, labels)
+    onehot = F.one_hot(targets.clamp(min=0), logits.shape[-1]).float()
+    q = F.softmax(ref_logits[:, :-1].float() - beta * onehot, dim=-1)
+    return _cross_entropy_to(q, logits, mask)
+
+
+def ceu_loss(logits: Tensor, labels: Tensor, ignore_first: bool = True) -> Tensor:
+    """CE-U (arXiv 2503.01224): cross-entropy from q_t = softmax(detached z_t with the true token's
+    logit set to -inf) to p_theta,t; the position predicting the first answer token is skipped
+    when ``ignore_first``. logits [B,T,V], labels [B,T] -> scalar"""
+    logits, targets, mask = _shift(logits, labels)
+    if ignore_first:
+        mask = mask & (mask.long().cumsum(dim=1) > 1)
+    z = logits.detach().scatter(-1, targets.clamp(min=0).unsqueeze(-1), float("-inf"))
+    return _cross_entropy_to(F.softmax(z, dim=-1), logits, mask)
+
+
+def flatten_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """PDU's forget loss (arXiv 2506.05314): mean over answer positions of
+    (max_v z_t,v - mean_v z_t,v)^2 on the raw logits; 0 when the logits are flat.
+    logits [B,T,V], labels [B,T] -> scalar"""
+    logits, _, mask = _shift(logits, labels)
+    gap = logits.max(dim=-1).values - logits.mean(dim=-1)
+    return (gap.square() * mask).sum() / mask.sum().clamp(min=1)
+
+
+def rmu_distance(hidden: Tensor, target: Tensor, labels: Tensor) -> Tensor:
+    """RMU (WMDP, arXiv 2403.03218): mean over answer tokens of (1/d) * ||h_t - target_t||^2.
+
+    The positions are the answer tokens themselves (labels != -100, unshifted: a hidden state
+    belongs to its own token). hidden [B,T,d]; target [d] (control vector) or [B,T,d] -> scalar
+    """
+    mask = labels != IGNORE_INDEX
+    d2 = (hidden.float() - target.float()).square().mean(dim=-1)
+    return (d2 * mask).sum() / mask.sum().clamp(min=1)
+
+
+def rmu_control_vector(dim: int, coeff: float, seed: int) -> Tensor:
+    """c = coeff * u / ||u||, u ~ U[0,1)^dim from a generator seeded with ``seed``. -> [dim]"""
+    u = torch.rand(dim, generator=torch.Generator().manual_seed(seed))
+    return coeff * u / u.norm()

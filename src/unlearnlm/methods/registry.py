@@ -5,52 +5,40 @@
     method.needs_ref    # False: no reference model to load
     total, logs = method.loss(LossContext(model, batch), LossConfig(), 1.0, 1.0)
 
-Adding a loss is one function and one decorator, e.g.
+Adding a loss is one function and one decorator (the paper's in ``paper.py``, the field's
+newer baselines in ``baselines.py``), e.g.
 
-    @forget_loss("GA", parts={"forget"}, description="...")
+    @forget_loss("GA", parts={"forget"}, description="...", paper="...")
     def _ga(ctx, cfg): return losses.ga_loss(ctx.logits("forget"), ctx.labels("forget"))
+
+A loss may declare defaults of the method options (``forget_coeff``, ``reg_coeff``,
+``mask_question``), hidden-state needs, and state that lives across optimiser steps
+(``init_state`` once per run, ``after_step`` after every optimiser step; the trainer
+checkpoints it). Formulas: docs/method.md.
 """
 from __future__ import annotations
 
 import difflib
-import math
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from unlearnlm.config.schema import LossConfig
 from unlearnlm.errors import ConfigError
-from unlearnlm.methods import losses
 from unlearnlm.methods.context import LossContext
 from unlearnlm.registry import Registry
 
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Loss hyperparameters shared by all methods."""
-
-    beta: float = 0.1  # NPO/DPO/AP inverse temperature (paper value)
-    # ME divergence: "p_u" = KL(P||U) as in the paper; "u_p" = KL(U||P) as the reference code
-    me_direction: str = "p_u"
-
-    def __post_init__(self) -> None:
-        errors = []
-        ok = isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool)
-        if not (ok and math.isfinite(self.beta) and self.beta > 0):
-            errors.append(f"beta must be a finite number > 0, got {self.beta!r}")
-        if self.me_direction not in losses.ME_DIRECTIONS:
-            errors.append(
-                f"me_direction must be one of {', '.join(losses.ME_DIRECTIONS)}, "
-                f"got {self.me_direction!r}"
-            )
-        if errors:
-            raise ConfigError("; ".join(errors))
-
-
 LossFn = Callable[[LossContext, LossConfig], Tensor]
+MethodState = dict[str, Tensor]  # tensors that live across steps, saved in every checkpoint
+InitState = Callable[[nn.Module, LossConfig, int], MethodState]  # (model, cfg, seed) -> state
+AfterStep = Callable[[MethodState, Mapping[str, float], LossConfig, float], None]  # (state, step means, cfg, epoch)
+
+# What a loss may give a default for, and the defaults when none does.
+BASE_DEFAULTS: Mapping[str, Any] = {"forget_coeff": 1.0, "reg_coeff": 1.0, "mask_question": True}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LossSpec:
     """A registered loss: its function and what it needs from the batch and the models."""
 
@@ -58,6 +46,12 @@ class LossSpec:
     parts: frozenset[str]
     needs_ref: bool = False
     description: str = ""
+    paper: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # of BASE_DEFAULTS' keys
+    needs_hidden: bool = False
+    init_state: InitState | None = None
+    after_step: AfterStep | None = None
+    required: tuple[str, ...] = ()  # LossConfig fields that must be set (not None)
 
 
 FORGET_LOSSES: Registry[LossSpec] = Registry("forget loss")
@@ -65,10 +59,19 @@ REGULARISERS: Registry[LossSpec] = Registry("regulariser")
 
 
 def _registrar(registry: Registry[LossSpec]):
-    def register(name: str, parts: Iterable[str], needs_ref: bool = False, description: str = ""):
+    def register(name: str, parts: Iterable[str], needs_ref: bool = False, description: str = "",
+                 paper: str = "", defaults: Mapping[str, Any] | None = None, needs_hidden: bool = False,
+                 init_state: InitState | None = None, after_step: AfterStep | None = None,
+                 required: Iterable[str] = ()):
+        unknown = set(defaults or {}) - set(BASE_DEFAULTS)
+        if unknown:
+            raise ValueError(f"{name}: defaults may only set {', '.join(BASE_DEFAULTS)}, not {sorted(unknown)}")
+
         def decorator(fn: LossFn) -> LossFn:
             desc = description or (fn.__doc__ or "").strip().split("\n")[0]
-            registry.add(name, LossSpec(fn, frozenset(parts), needs_ref, desc), desc)
+            spec = LossSpec(fn, frozenset(parts), needs_ref, desc, paper, dict(defaults or {}), needs_hidden,
+                            init_state, after_step, tuple(required))
+            registry.add(name, spec, desc)
             return fn
 
         return decorator
@@ -80,72 +83,7 @@ forget_loss = _registrar(FORGET_LOSSES)
 regulariser = _registrar(REGULARISERS)
 
 
-def _nll_sum(ctx: LossContext, part: str, ref: bool = False) -> Tensor:
-    logits = ctx.ref_logits(part) if ref else ctx.logits(part)
-    return losses.sequence_nll(logits, ctx.labels(part))
-
-
-def _nll_mean(ctx: LossContext, part: str) -> Tensor:
-    return losses.mean_nll(ctx.logits(part), ctx.labels(part))
-
-
-# ---- forget losses -------------------------------------------------------------------
-
-@forget_loss("GA", {"forget"}, description="gradient ascent on forget answers")
-def _ga(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.ga_loss(ctx.logits("forget"), ctx.labels("forget"))
-
-
-@forget_loss("NPO", {"forget"}, needs_ref=True,
-             description="negative preference optimisation on forget answers")
-def _npo(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.npo_loss(_nll_sum(ctx, "forget"), _nll_sum(ctx, "forget", ref=True), cfg.beta)
-
-
-@forget_loss("DPO", {"forget", "forget_idk"}, needs_ref=True,
-             description="DPO: prefer a refusal to the forget answer")
-def _dpo(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.dpo_loss(
-        _nll_sum(ctx, "forget_idk"), _nll_sum(ctx, "forget"),
-        _nll_sum(ctx, "forget_idk", ref=True), _nll_sum(ctx, "forget", ref=True),
-        cfg.beta,
-    )
-
-
-@forget_loss("IDK", {"forget_idk"}, description="fine-tune forget questions to a refusal")
-def _idk(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return _nll_mean(ctx, "forget_idk")
-
-
-@forget_loss("ME", {"forget"}, description="maximise next-token entropy on forget data")
-def _me(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.me_loss(ctx.logits("forget"), ctx.labels("forget"), cfg.me_direction)
-
-
-# ---- regularisers --------------------------------------------------------------------
-
-@regulariser("GD", {"retain"}, description="NLL on retain answers")
-def _gd(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return _nll_mean(ctx, "retain")
-
-
-@regulariser("KL", {"retain"}, needs_ref=True,
-             description="KL(ref || model) on retain data")
-def _kl(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.kl_regulariser(
-        ctx.logits("retain"), ctx.ref_logits("retain"), ctx.attention_mask("retain")
-    )
-
-
-@regulariser("AP", {"retain", "retain_idk"},
-             description="prefer true retain answers to a refusal")
-def _ap(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.ap_loss(_nll_sum(ctx, "retain_idk"), _nll_sum(ctx, "retain"), cfg.beta)
-
-
-# ---- methods -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Method:
     """L = forget_coeff * L_F + reg_coeff * L_R (L_R = 0 without a regulariser)."""
 
@@ -155,12 +93,41 @@ class Method:
     description: str = ""
 
     @property
+    def specs(self) -> tuple[LossSpec, ...]:
+        return (self.forget,) + ((self.regulariser,) if self.regulariser else ())
+
+    @property
     def parts(self) -> frozenset[str]:
-        return self.forget.parts | (self.regulariser.parts if self.regulariser else frozenset())
+        return frozenset().union(*(s.parts for s in self.specs))
 
     @property
     def needs_ref(self) -> bool:
-        return self.forget.needs_ref or bool(self.regulariser and self.regulariser.needs_ref)
+        return any(s.needs_ref for s in self.specs)
+
+    @property
+    def needs_hidden(self) -> bool:
+        return any(s.needs_hidden for s in self.specs)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Method-option defaults: 1, 1 and mask_question=True unless a loss says otherwise
+        (the forget loss's word wins over the regulariser's)."""
+        out = dict(BASE_DEFAULTS)
+        for spec in reversed(self.specs):
+            out.update(spec.defaults)
+        return out
+
+    def init_state(self, model: nn.Module, cfg: LossConfig, seed: int) -> MethodState:
+        state: MethodState = {}
+        for spec in self.specs:
+            if spec.init_state is not None:
+                state.update(spec.init_state(model, cfg, seed))
+        return state
+
+    def after_step(self, state: MethodState, step_means: Mapping[str, float], cfg: LossConfig, epoch: float) -> None:
+        for spec in self.specs:
+            if spec.after_step is not None:
+                spec.after_step(state, step_means, cfg, epoch)
 
     def loss(
         self, ctx: LossContext, cfg: LossConfig, forget_coeff: float = 1.0, reg_coeff: float = 1.0
@@ -172,32 +139,23 @@ class Method:
             reg = self.regulariser.fn(ctx, cfg)
             total = total + reg_coeff * reg
             reg_value = reg.detach().item()
-        return total, {"forget_loss": forget.detach().item(), "reg_loss": reg_value}
-
-
-def _llmu_forget(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    # LLMU (Yao et al. 2023): ascend on the forget answer, descend on a random retain answer
-    # given the same forget question ("forget_mismatch").
-    return -_nll_mean(ctx, "forget") + _nll_mean(ctx, "forget_mismatch")
+        return total, {"forget_loss": forget.detach().item(), "reg_loss": reg_value, **ctx.logs}
 
 
 FULL_METHODS: Registry[Method] = Registry("method")
-FULL_METHODS.add(
-    "LLMU",
-    Method(
-        "LLMU",
-        LossSpec(_llmu_forget, frozenset({"forget", "forget_mismatch"}), False,
-                 "GA + NLL of random retain answers to forget questions"),
-        REGULARISERS.get("KL"),
-        "GA + NLL of random retain answers to forget questions; KL on retain data",
-    ),
-)
+
+
+def full_method(name: str, forget: LossSpec, regulariser: LossSpec | None, description: str) -> None:
+    """Register a method under its own name (e.g. "LLMU", "RMU"); it wins over a forget loss of
+    the same name, whose regulariser-free form is then spelled ``NAME+none``."""
+    FULL_METHODS.add(name, Method(name, forget, regulariser, description), description)
 
 
 def _combine(forget_name: str, reg_name: str | None) -> Method:
     forget = FORGET_LOSSES.entry(forget_name)
     if reg_name is None:
-        return Method(forget_name, forget.obj, None, f"{forget.description}; no regulariser")
+        name = f"{forget_name}+none" if forget_name in FULL_METHODS else forget_name
+        return Method(name, forget.obj, None, f"{forget.description}; no regulariser")
     reg = REGULARISERS.entry(reg_name)
     return Method(
         f"{forget_name}+{reg_name}", forget.obj, reg.obj, f"{forget.description}; {reg.description}"
@@ -205,7 +163,8 @@ def _combine(forget_name: str, reg_name: str | None) -> Method:
 
 
 def get_method(name: str) -> Method:
-    """A method by name: ``F+R`` ("ME+GD"), ``F`` or ``F+none`` (no regulariser), or "LLMU"."""
+    """A method by name: ``F+R`` ("ME+GD"), ``F`` or ``F+none`` (no regulariser), or a full
+    method ("LLMU", "RMU", "PDU")."""
     name = name.strip()
     if name in FULL_METHODS:
         return FULL_METHODS.get(name)
@@ -227,10 +186,25 @@ def all_method_names() -> list[str]:
     """Every forget loss alone and with every regulariser, then the full methods."""
     names = []
     for f in FORGET_LOSSES.names():
-        names += [f] + [f"{f}+{r}" for r in REGULARISERS.names()]
+        names += [f"{f}+none" if f in FULL_METHODS else f] + [f"{f}+{r}" for r in REGULARISERS.names()]
     return names + FULL_METHODS.names()
 
 
-def describe_methods() -> list[tuple[str, str]]:
-    """(name, one-line description) rows for ``unlearnlm methods``."""
-    return [(n, get_method(n).description) for n in all_method_names()]
+def describe_methods() -> list[tuple[str, str, str]]:
+    """(kind, name, one line: description, paper, non-default options) for ``unlearnlm methods``:
+    every forget loss, regulariser and full method (any forget loss combines with any regulariser)."""
+    rows = []
+    for kind, registry in (("forget loss", FORGET_LOSSES), ("regulariser", REGULARISERS)):
+        for entry in registry:
+            rows.append((kind, entry.name, _line(entry.obj.description, entry.obj.paper, entry.obj.defaults)))
+    for entry in FULL_METHODS:
+        method = entry.obj
+        papers = "; ".join(dict.fromkeys(s.paper for s in method.specs if s.paper))
+        rows.append(("method", entry.name, _line(method.description, papers, method.defaults)))
+    return rows
+
+
+def _line(description: str, paper: str, defaults: Mapping[str, Any]) -> str:
+    changed = {k: v for k, v in defaults.items() if BASE_DEFAULTS[k] != v}
+    opts = ", ".join(f"{k}={v}" for k, v in changed.items())
+    return description + (f" [{paper}]" if paper else "") + (f" (default {opts})" if opts else "")

@@ -23,7 +23,9 @@ from unlearnlm.io import read_json, write_json
 from unlearnlm.models.loading import resolve_model
 from unlearnlm.pipeline.rundir import open_run_dir, safe_label
 from unlearnlm.training.finetune import finetune_models
-from unlearnlm.training.unlearn import method_settings, unlearn_model
+from unlearnlm.methods.settings import resolve_method
+from unlearnlm.training.layout import ModelFolder
+from unlearnlm.training.unlearn import unlearn_model
 from unlearnlm.utils import log
 
 
@@ -94,7 +96,7 @@ class Run:
     def unlearn_and_evaluate(self, method: str, start: Path, label: str, tasks: list[str],
                              unlearned: list[str], ref: Path | None = None, **fields) -> Path | None:
         out = self.dir / "models" / safe_label(label)
-        lr = method_settings(self.cfg.unlearn, method).train.lr
+        lr = resolve_method(self.cfg.unlearn, method).settings.train.lr
         try:
             unlearn_model(self.cfg, method, start, out, tasks, unlearned, ref)
         except NumericalError as e:
@@ -103,9 +105,8 @@ class Run:
             self.save()
             return None
         self.evaluate(label, out, unlearned if fields.get("task") else tasks, method=method, lr=lr, **fields)
-        if self.cfg.eval.eval_epochs and (out / "epochs").is_dir():
-            for epoch_dir in sorted((out / "epochs").iterdir(), key=lambda p: int(p.name.split("-")[-1])):
-                epoch = int(epoch_dir.name.split("-")[-1])
+        if self.cfg.eval.eval_epochs:
+            for epoch, epoch_dir in ModelFolder(out).epoch_dirs():
                 self.evaluate(f"{label}/epoch{epoch}", epoch_dir, tasks, method=method, lr=lr, epoch=epoch)
         return out
 

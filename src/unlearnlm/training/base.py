@@ -1,5 +1,6 @@
 """What fine-tuning and unlearning share: Trainer arguments, length-grouped batches,
-real-token throughput, a NaN guard, resumable checkpoints and atomic final saves."""
+real-token throughput, a NaN guard, resumable checkpoints, atomic final saves, and the job
+skeleton (``train_job``) both run."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -16,7 +18,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from unlearnlm.config.schema import TrainConfig
 from unlearnlm.data.collate import LengthGroupedSampler
 from unlearnlm.errors import NumericalError
+from unlearnlm.io import read_json, write_json
 from unlearnlm.models.loading import use_bf16
+from unlearnlm.training.layout import ModelFolder
+from unlearnlm.training.manifest import environment_info
+from unlearnlm.utils import log
 
 
 # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (old name warns).
@@ -146,14 +152,15 @@ def _readable_json(path: Path) -> bool:
 def save_final(trainer: Trainer, tokenizer, out_dir: Path, merge_lora: bool = True) -> None:
     """Save a plain HF folder atomically (temp dir, then rename). ``Trainer.save_model``
     gathers ZeRO-3/FSDP shards; a LoRA adapter goes to ``adapter/`` and is merged on request."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    folder = ModelFolder(out_dir)
+    tmp = folder.tmp
     if trainer.args.should_save and tmp.exists():
         shutil.rmtree(tmp)
     trainer.save_model(str(tmp))
     if trainer.args.should_save:
         model = trainer.accelerator.unwrap_model(trainer.model)
         if hasattr(model, "peft_config"):
-            adapter = tmp / "adapter"
+            adapter = ModelFolder(tmp).adapter
             adapter.mkdir()
             for f in list(tmp.iterdir()):
                 if f.is_file():
@@ -167,3 +174,37 @@ def save_final(trainer: Trainer, tokenizer, out_dir: Path, merge_lora: bool = Tr
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     trainer.accelerator.wait_for_everyone()
+
+
+# build(folder) -> (trainer, tokenizer, one-line description); finish(trainer, seconds) ->
+# the job's manifest fields (called on the saving process, before the manifest is written).
+BuildJob = Callable[[ModelFolder], tuple[Trainer, object, str]]
+FinishJob = Callable[[Trainer, float], dict]
+
+
+def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge_lora: bool = True) -> dict:
+    """The skeleton every training job shares: reuse a finished folder; else build the trainer,
+    resume from the last complete checkpoint, train, save the model atomically, write the
+    manifest (last: it marks the folder finished) and drop the checkpoints. -> the manifest"""
+    folder = ModelFolder(out_dir)
+    if folder.is_done:
+        log(f"[{tag}] cached at {out_dir}")
+        return read_json(folder.manifest)
+    trainer, tokenizer, description = build(folder)
+    resume = last_checkpoint(folder.checkpoints)
+    log(f"[{tag}] {description}" + (f", resuming from {resume}" if resume else ""))
+    start = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - start
+    save_final(trainer, tokenizer, out_dir, merge_lora)
+    manifest: dict = {}
+    if trainer.args.should_save:
+        tps = trainer.real_tokens / max(seconds, 1e-9)
+        manifest = finish(trainer, seconds) | {
+            "seconds": round(seconds, 1), "real_tokens_per_s": round(tps, 1),
+            "environment": environment_info(),
+        }
+        write_json(folder.manifest, manifest)
+        shutil.rmtree(folder.checkpoints, ignore_errors=True)
+        log(f"[{tag}] done in {seconds:.0f}s, {tps:.0f} real tokens/s -> {out_dir}")
+    return manifest

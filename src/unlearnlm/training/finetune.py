@@ -2,13 +2,12 @@
 
     paths = finetune_models(cfg)            # {"target": Path, "retain": Path}, cached by content
 
-Both are plain Hugging Face folders with an ``unlearnlm_manifest.json``.
+Both are plain Hugging Face folders with an ``unlearnlm_manifest.json`` (``layout.py``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -21,15 +20,11 @@ from unlearnlm.data.collate import QACollator
 from unlearnlm.data.loading import resolve_data_dir
 from unlearnlm.data.prompts import PromptFormat, encode_qa
 from unlearnlm.errors import DataError
-from unlearnlm.io import write_json
 from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model
 from unlearnlm.models.offline import cache_root
-from unlearnlm.training.base import UnlearnLMTrainerBase, last_checkpoint, save_final, training_arguments
-from unlearnlm.training.manifest import environment_info
+from unlearnlm.training.base import UnlearnLMTrainerBase, train_job, training_arguments
+from unlearnlm.training.layout import ModelFolder
 from unlearnlm.utils import log
-
-MANIFEST = "unlearnlm_manifest.json"
-
 
 def finetune_rows(cfg: RunConfig, which: str) -> list[dict]:
     """Training QA of the target or the retain model."""
@@ -63,47 +58,39 @@ def default_finetune_dir(cfg: RunConfig) -> Path:
 
 def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
     """Train one model into ``out_dir`` (resumes from its last epoch checkpoint)."""
-    if (out_dir / MANIFEST).is_file():
-        log(f"[finetune] {which}: cached at {out_dir}")
-        return out_dir
     train = cfg.finetune.train
     base = resolve_model(cfg.model.name, cfg.model.cache_dir)
-    tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
-    fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
-    rows = finetune_rows(cfg, which)
-    features = [encode_qa(tokenizer, fmt, r["question"], r["answer"], True, train.max_length) for r in rows]
-    model = load_model(base, cfg.model.trust_remote_code)
-    if train.gradient_checkpointing:
-        model.config.use_cache = False
-    ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoints")
-    args = training_arguments(train, ckpt_dir, len(features))
-    trainer = UnlearnLMTrainerBase(
-        model=model, args=args, train_dataset=features, data_collator=QACollator(tokenizer.pad_token_id),
-        lengths=[len(f["input_ids"]) for f in features],
-    )
-    resume = last_checkpoint(ckpt_dir)
-    log(f"[finetune] {which}: {len(rows)} QA x {train.epochs:g} epochs, lr {train.lr:g}, base {cfg.model.name}"
-        + (f" (resuming from {resume})" if resume else ""))
-    start = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - start
-    save_final(trainer, tokenizer, out_dir, train.merge_lora)
-    if trainer.args.should_save:
-        tps = trainer.real_tokens / max(seconds, 1e-9)
-        check = memorisation_check(trainer.model, tokenizer, fmt, rows, cfg, which)
-        write_json(out_dir / MANIFEST, {
+    state: dict = {}
+
+    def build(folder: ModelFolder):
+        tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
+        fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
+        rows = finetune_rows(cfg, which)
+        features = [encode_qa(tokenizer, fmt, r["question"], r["answer"], True, train.max_length) for r in rows]
+        model = load_model(base, cfg.model.trust_remote_code)
+        if train.gradient_checkpointing:
+            model.config.use_cache = False
+        trainer = UnlearnLMTrainerBase(
+            model=model, args=training_arguments(train, folder.checkpoints, len(features)), train_dataset=features,
+            data_collator=QACollator(tokenizer.pad_token_id), lengths=[len(f["input_ids"]) for f in features],
+        )
+        state.update(tokenizer=tokenizer, fmt=fmt, rows=rows)
+        return trainer, tokenizer, f"{which}: {len(rows)} QA x {train.epochs:g} epochs, lr {train.lr:g}, base {cfg.model.name}"
+
+    def finish(trainer, seconds: float) -> dict:
+        rows = state["rows"]
+        check = memorisation_check(trainer.model, state["tokenizer"], state["fmt"], rows, cfg, which)
+        log(f"[finetune] {which}: final loss {_final_loss(trainer):.4f}")
+        return {
             "kind": f"finetuned-{which}", "base_model": cfg.model.name, "base_path": base,
             "split": cfg.data.split, "tasks": cfg.data.tasks, "n_examples": len(rows),
-            "retain_rows": cfg.finetune.retain_rows, "prompt_format": fmt.kind,
+            "retain_rows": cfg.finetune.retain_rows, "prompt_format": state["fmt"].kind,
             "hyperparameters": config_to_dict(train), "seed": train.seed,
-            "final_loss": _final_loss(trainer), "train_loss": result.training_loss,
-            "seconds": round(seconds, 1), "real_tokens_per_s": round(tps, 1),
+            "final_loss": _final_loss(trainer), "train_loss": trainer.state.log_history[-1].get("train_loss"),
             "train_question_rouge_l_recall": check,
-            "environment": environment_info(),
-        })
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        log(f"[finetune] {which}: done in {seconds:.0f}s, {tps:.0f} real tokens/s, final loss "
-            f"{_final_loss(trainer):.4f} -> {out_dir}")
+        }
+
+    train_job(out_dir, f"finetune {which}", build, finish, train.merge_lora)
     return out_dir
 
 

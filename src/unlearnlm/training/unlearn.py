@@ -1,59 +1,50 @@
 """Unlearning: a Hugging Face Trainer whose loss is the method.
 
-    out = unlearn_model(cfg, "ME+GD", model_path, out_dir, forget_tasks=["1"])
+    manifest = unlearn_model(cfg, "ME+GD", model_path, out_dir, forget_tasks=["1"])
 
-The reference model is loaded only for methods that need it (NPO, DPO, KL, LLMU).
+The reference model is loaded only for methods that need it (NPO, DPO, KL, LLMU, UNDIAL,
+RMU's ACT). State that lives across steps (RMU's control vector, PDU's dual variable) is
+initialised once, updated after each optimiser step, and saved in every checkpoint, so a
+resumed run continues exactly where it stopped (docs/method.md, "Resume").
 """
 from __future__ import annotations
 
-import dataclasses
+import re
 import shutil
-import time
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
 from unlearnlm.config.load import config_to_dict
-from unlearnlm.config.schema import RunConfig, UnlearnConfig
+from unlearnlm.config.schema import RunConfig
 from unlearnlm.data import tofu
 from unlearnlm.data.loading import resolve_data_dir
 from unlearnlm.data.prompts import PromptFormat
-from unlearnlm.errors import ConfigError, DataError, NumericalError
-from unlearnlm.io import write_json
-from unlearnlm.methods import LossConfig, LossContext, get_method
+from unlearnlm.errors import ConfigError, DataError
+from unlearnlm.methods import LossContext
+from unlearnlm.methods.settings import ResolvedMethod, resolve_method
 from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model
-from unlearnlm.training.base import UnlearnLMTrainerBase, last_checkpoint, save_final, training_arguments
+from unlearnlm.training.base import UnlearnLMTrainerBase, last_checkpoint, train_job, training_arguments
 from unlearnlm.training.finetune import finetune_rows
-from unlearnlm.training.manifest import environment_info
+from unlearnlm.training.layout import ModelFolder
+from unlearnlm.training.method_state import load_method_state, save_method_state
 from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
-from unlearnlm.utils import log
-
-MANIFEST = "unlearnlm_manifest.json"
-
-
-def method_settings(ucfg: UnlearnConfig, name: str) -> UnlearnConfig:
-    """The unlearning options for one method: defaults, then ``per_method[name]``."""
-    method = get_method(name)
-    over = dict(ucfg.per_method.get(name, {}))
-    train = dataclasses.replace(ucfg.train, **{k: over.pop(k) for k in ("lr", "epochs") if k in over})
-    settings = dataclasses.replace(ucfg, method=name, train=train, per_method={}, **over)
-    if settings.mask_question is None:  # the paper: ME learns from question tokens too
-        settings = dataclasses.replace(settings, mask_question=method.forget is not get_method("ME").forget)
-    return settings
 
 
 class UnlearnTrainer(UnlearnLMTrainerBase):
-    """Trainer whose loss is ``forget_coeff * L_F + reg_coeff * L_R``."""
+    """Trainer whose loss is ``forget_coeff * L_F + reg_coeff * L_R``, with the method's state."""
 
-    def __init__(self, *args, method, loss_cfg: LossConfig, forget_coeff: float, reg_coeff: float,
-                 ref_model=None, **kwargs):
+    def __init__(self, *args, resolved: ResolvedMethod, method_state: dict | None = None, ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.method, self.loss_cfg = method, loss_cfg
-        self.forget_coeff, self.reg_coeff = forget_coeff, reg_coeff
+        self.method, self.settings = resolved.method, resolved.settings
+        self.method_state = method_state if method_state is not None else {}
         self.loss_is_scaled_for_ga = False  # our loss is a per-batch mean: let Trainer divide by accumulation
-        self._loss_logs: dict[str, list[float]] = {}
+        self._loss_logs: dict[str, list[float]] = {}  # since the last log
+        self._step_logs: dict[str, list[float]] = {}  # since the last optimiser step
         self.ref_model = self._prepare_ref(ref_model) if ref_model is not None else None
+        if self.method_state:
+            self.add_callback(MethodStateCallback(self))
 
     def _prepare_ref(self, ref):
         ref.eval()
@@ -73,12 +64,24 @@ class UnlearnTrainer(UnlearnLMTrainerBase):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.count_tokens(inputs)
-        ctx = LossContext(model, inputs, self.ref_model)
-        loss, logs = self.method.loss(ctx, self.loss_cfg, self.forget_coeff, self.reg_coeff)
+        ctx = LossContext(model, inputs, self.ref_model, self.method_state, self.method.needs_hidden)
+        s = self.settings
+        loss, logs = self.method.loss(ctx, s, s.forget_coeff, s.reg_coeff)
         self.check_finite(loss)
         for k, v in logs.items():
             self._loss_logs.setdefault(k, []).append(v)
+            self._step_logs.setdefault(k, []).append(v)
         return (loss, None) if return_outputs else loss
+
+    def pop_step_means(self) -> dict[str, float]:
+        """Each logged value's mean over the micro-batches of the last optimiser step (and over
+        processes, so every rank updates its state alike)."""
+        keys = sorted(self._step_logs)
+        local = torch.tensor([sum(self._step_logs[k]) / len(self._step_logs[k]) for k in keys], dtype=torch.float64,
+                             device=self.args.device)
+        self._step_logs = {}
+        means = self.accelerator.reduce(local, reduction="mean") if keys else local
+        return dict(zip(keys, means.tolist()))
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         for k, values in self._loss_logs.items():
@@ -86,16 +89,34 @@ class UnlearnTrainer(UnlearnLMTrainerBase):
         self._loss_logs = {}
         super().log(logs, *args, **kwargs)
 
+    def _save_checkpoint(self, model, trial):
+        # Written before super() writes trainer_state.json, which marks the checkpoint complete.
+        if self.method_state and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            save_method_state(folder, self.method_state)
+        super()._save_checkpoint(model, trial)
+
+
+class MethodStateCallback(TrainerCallback):
+    """After every optimiser step: the method updates its state (PDU's dual ascent)."""
+
+    def __init__(self, trainer: UnlearnTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t = self.trainer
+        t.method.after_step(t.method_state, t.pop_step_means(), t.settings, state.epoch)
+
 
 class EpochSaver(TrainerCallback):
     """Saves a plain HF model folder after every epoch (unlearning-dynamics curves)."""
 
-    def __init__(self, out_dir: Path, tokenizer):
-        self.out_dir, self.tokenizer = out_dir, tokenizer
+    def __init__(self, folder: ModelFolder, tokenizer):
+        self.folder, self.tokenizer = folder, tokenizer
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if args.should_save and model is not None:
-            path = self.out_dir / "epochs" / f"epoch-{round(state.epoch)}"
+            path = self.folder.epoch_dir(round(state.epoch), while_training=True)
             model.save_pretrained(path, safe_serialization=True)
             self.tokenizer.save_pretrained(path)
 
@@ -114,6 +135,21 @@ def unlearning_rows(cfg: RunConfig, forget_tasks: list[str], unlearned_tasks: li
     return forget, retain
 
 
+def freeze_except(model: torch.nn.Module, pattern: str) -> int:
+    """Train only parameters whose name matches ``pattern`` (re.search); -> how many match."""
+    rx = re.compile(pattern)
+    names = [n for n, _ in model.named_parameters()]
+    matched = 0
+    for name, param in model.named_parameters():
+        keep = bool(rx.search(name))
+        param.requires_grad_(keep)
+        matched += keep
+    if not matched:
+        raise ConfigError(f"unlearn.trainable: {pattern!r} matches no parameter of the model "
+                          f"(names look like {names[0]!r}, {names[len(names) // 2]!r})")
+    return matched
+
+
 def unlearn_model(
     cfg: RunConfig, method_name: str, model_path: str | Path, out_dir: Path,
     forget_tasks: list[str] | None = None, unlearned_tasks: list[str] | None = None,
@@ -124,69 +160,67 @@ def unlearn_model(
     ``unlearned_tasks`` (continual): every task unlearned so far, current one included, so the
     retain set shrinks. ``ref_path``: reference model (default: ``model_path``).
     """
-    if (out_dir / MANIFEST).is_file():
-        log(f"[unlearn] {method_name}: cached at {out_dir}")
-        from unlearnlm.io import read_json
-
-        return read_json(out_dir / MANIFEST)
-    settings = method_settings(cfg.unlearn, method_name)
-    method = get_method(method_name)
+    resolved = resolve_method(cfg.unlearn, method_name)
+    method, settings = resolved.method, resolved.settings
     forget_tasks = forget_tasks or cfg.data.tasks
     unlearned_tasks = unlearned_tasks or forget_tasks
     train = settings.train
-    loss_cfg = LossConfig(beta=settings.beta, me_direction=settings.me_direction)
-
     model_path = resolve_model(str(model_path), cfg.model.cache_dir)
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
-    forget, retain = unlearning_rows(cfg, forget_tasks, unlearned_tasks)
-    idk = tofu.idk_answers(resolve_data_dir(cfg.data.data_dir))
-    dataset = UnlearnDataset(forget, retain, idk, tokenizer, fmt, method.parts, settings.mask_question,
-                             train.max_length, train.seed)
-    model = load_model(model_path, cfg.model.trust_remote_code)
-    if train.gradient_checkpointing:
-        model.config.use_cache = False
-    if train.lora:
-        model = _with_lora(model, train)
-    ref = None
-    if method.needs_ref:
-        ref = load_model(resolve_model(str(ref_path or model_path), cfg.model.cache_dir), cfg.model.trust_remote_code)
+    ref_path = ref_path or model_path
+    job: dict = {}
 
-    ckpt_dir = out_dir.with_name(out_dir.name + ".checkpoints")
-    args = training_arguments(train, ckpt_dir, len(dataset))
-    trainer = UnlearnTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=PartsCollator(tokenizer.pad_token_id),
-        lengths=dataset.lengths(), method=method, loss_cfg=loss_cfg,
-        forget_coeff=settings.forget_coeff, reg_coeff=settings.reg_coeff, ref_model=ref,
-    )
-    if train.save_every_epoch:
-        trainer.add_callback(EpochSaver(out_dir.with_name(out_dir.name + ".epochs-tmp"), tokenizer))
-    resume = last_checkpoint(ckpt_dir)
-    log(f"[unlearn] {method_name}: {len(forget)} forget / {len(retain)} retain QA, {train.epochs:g} epochs, "
-        f"lr {train.lr:g}, forget_coeff {settings.forget_coeff:g}, reg_coeff {settings.reg_coeff:g}, "
-        f"ref model {'loaded' if ref is not None else 'not needed'}" + (f", resuming from {resume}" if resume else ""))
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - start
-    save_final(trainer, tokenizer, out_dir, train.merge_lora)
-    manifest = {
-        "kind": "unlearned", "method": method_name, "base_model": str(model_path),
-        "ref_model": str(ref_path or model_path) if ref is not None else None,
-        "forget_tasks": forget_tasks, "unlearned_tasks": unlearned_tasks, "split": cfg.data.split,
-        "n_forget": len(forget), "n_retain": len(retain), "settings": config_to_dict(settings),
-        "seed": train.seed, "seconds": round(seconds, 1),
-        "real_tokens_per_s": round(trainer.real_tokens / max(seconds, 1e-9), 1),
-        "log_history": trainer.state.log_history, "environment": environment_info(),
-    }
-    if trainer.args.should_save:
-        epochs_tmp = out_dir.with_name(out_dir.name + ".epochs-tmp") / "epochs"
+    def build(folder: ModelFolder):
+        tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+        fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
+        forget, retain = unlearning_rows(cfg, forget_tasks, unlearned_tasks)
+        idk = tofu.idk_answers(resolve_data_dir(cfg.data.data_dir))
+        dataset = UnlearnDataset(forget, retain, idk, tokenizer, fmt, method.parts, settings.mask_question,
+                                 train.max_length, train.seed)
+        model = load_model(model_path, cfg.model.trust_remote_code)
+        if train.gradient_checkpointing:
+            model.config.use_cache = False
+        n_trainable = freeze_except(model, settings.trainable) if settings.trainable else None
+        state = method.init_state(model, settings, train.seed)
+        resume = last_checkpoint(folder.checkpoints)
+        if state and resume:
+            state = load_method_state(Path(resume), set(state))
+        if train.lora:
+            model = _with_lora(model, train)
+        ref = None
+        if method.needs_ref:
+            ref = load_model(resolve_model(str(ref_path), cfg.model.cache_dir), cfg.model.trust_remote_code)
+        trainer = UnlearnTrainer(
+            model=model, args=training_arguments(train, folder.checkpoints, len(dataset)), train_dataset=dataset,
+            data_collator=PartsCollator(tokenizer.pad_token_id), lengths=dataset.lengths(),
+            resolved=resolved, method_state=state, ref_model=ref,
+        )
+        if train.save_every_epoch:
+            trainer.add_callback(EpochSaver(folder, tokenizer))
+        job.update(folder=folder, n_forget=len(forget), n_retain=len(retain), ref=ref is not None,
+                   n_trainable=n_trainable)
+        return trainer, tokenizer, (
+            f"{len(forget)} forget / {len(retain)} retain QA, {train.epochs:g} epochs, lr {train.lr:g}, "
+            f"forget_coeff {settings.forget_coeff:g}, reg_coeff {settings.reg_coeff:g}, "
+            f"ref model {'loaded' if ref is not None else 'not needed'}"
+            + (f", {n_trainable} trainable tensors ({settings.trainable!r})" if n_trainable else ""))
+
+    def finish(trainer: UnlearnTrainer, seconds: float) -> dict:
+        folder = job["folder"]
+        epochs_tmp = folder.epochs_tmp / "epochs"
         if epochs_tmp.is_dir():
-            shutil.move(str(epochs_tmp), str(out_dir / "epochs"))
-            shutil.rmtree(epochs_tmp.parent, ignore_errors=True)
-        write_json(out_dir / MANIFEST, manifest)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    log(f"[unlearn] {method_name}: done in {seconds:.0f}s, {manifest['real_tokens_per_s']:.0f} real tokens/s -> {out_dir}")
-    return manifest
+            shutil.move(str(epochs_tmp), str(folder.path / "epochs"))
+            shutil.rmtree(folder.epochs_tmp, ignore_errors=True)
+        if trainer.method_state:
+            save_method_state(folder.path, trainer.method_state)
+        return {
+            "kind": "unlearned", "method": method_name, "base_model": str(model_path),
+            "ref_model": str(ref_path) if job["ref"] else None,
+            "forget_tasks": forget_tasks, "unlearned_tasks": unlearned_tasks, "split": cfg.data.split,
+            "n_forget": job["n_forget"], "n_retain": job["n_retain"], "settings": config_to_dict(settings),
+            "trainable_tensors": job["n_trainable"], "seed": train.seed, "log_history": trainer.state.log_history,
+        }
+
+    return train_job(out_dir, f"unlearn {method_name}", build, finish, train.merge_lora)
 
 
 def _with_lora(model, train):
@@ -195,6 +229,3 @@ def _with_lora(model, train):
     config = LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
                         target_modules="all-linear", task_type="CAUSAL_LM")
     return get_peft_model(model, config)
-
-
-__all__ = ["unlearn_model", "method_settings", "UnlearnTrainer", "ConfigError", "NumericalError", "torch"]

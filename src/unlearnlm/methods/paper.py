@@ -1,0 +1,96 @@
+"""The seed paper's losses (Yuan et al., ICLR 2025, arXiv 2410.08109; docs/method.md, "Losses"):
+forget losses GA, NPO, DPO, IDK, ME; regularisers GD, KL, AP; and the LLMU baseline."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from unlearnlm.config.schema import LossConfig
+from unlearnlm.methods import losses
+from unlearnlm.methods.context import LossContext
+from unlearnlm.methods.registry import LossSpec, REGULARISERS, forget_loss, full_method, regulariser
+
+SEED_PAPER = "Yuan et al. 2025, arXiv 2410.08109"
+
+
+def nll_sum(ctx: LossContext, part: str, ref: bool = False) -> Tensor:
+    """NLL_sum of each sequence of one part, policy or reference. -> [B]"""
+    logits = ctx.ref_logits(part) if ref else ctx.logits(part)
+    return losses.sequence_nll(logits, ctx.labels(part))
+
+
+def nll_mean(ctx: LossContext, part: str) -> Tensor:
+    """Token-averaged NLL of one part (the HF causal-LM loss). -> scalar"""
+    return losses.mean_nll(ctx.logits(part), ctx.labels(part))
+
+
+# ---- forget losses -------------------------------------------------------------------
+
+@forget_loss("GA", {"forget"}, description="gradient ascent on forget answers", paper="Jang et al. 2023")
+def _ga(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return losses.ga_loss(ctx.logits("forget"), ctx.labels("forget"))
+
+
+@forget_loss("NPO", {"forget"}, needs_ref=True, paper="Zhang et al. 2024, arXiv 2404.05868",
+             description="negative preference optimisation on forget answers")
+def _npo(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return losses.npo_loss(nll_sum(ctx, "forget"), nll_sum(ctx, "forget", ref=True), cfg.beta)
+
+
+@forget_loss("DPO", {"forget", "forget_idk"}, needs_ref=True, paper="Rafailov et al. 2023",
+             description="DPO: prefer a refusal to the forget answer")
+def _dpo(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return losses.dpo_loss(
+        nll_sum(ctx, "forget_idk"), nll_sum(ctx, "forget"),
+        nll_sum(ctx, "forget_idk", ref=True), nll_sum(ctx, "forget", ref=True),
+        cfg.beta,
+    )
+
+
+@forget_loss("IDK", {"forget_idk"}, description="fine-tune forget questions to a refusal",
+             paper="Maini et al. 2024 (TOFU)")
+def _idk(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return nll_mean(ctx, "forget_idk")
+
+
+@forget_loss("ME", {"forget"}, description="maximise next-token entropy on forget data", paper=SEED_PAPER,
+             defaults={"mask_question": False})  # the paper: ME learns from question tokens too
+def _me(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return losses.me_loss(ctx.logits("forget"), ctx.labels("forget"), cfg.me_direction)
+
+
+# ---- regularisers --------------------------------------------------------------------
+
+@regulariser("GD", {"retain"}, description="NLL on retain answers", paper="Liu et al. 2022")
+def _gd(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return nll_mean(ctx, "retain")
+
+
+@regulariser("KL", {"retain"}, needs_ref=True, description="KL(ref || model) on retain data",
+             paper="Yao et al. 2023, arXiv 2310.10683")
+def _kl(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return losses.kl_regulariser(
+        ctx.logits("retain"), ctx.ref_logits("retain"), ctx.attention_mask("retain")
+    )
+
+
+@regulariser("AP", {"retain", "retain_idk"}, description="prefer true retain answers to a refusal",
+             paper=SEED_PAPER)
+def _ap(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return losses.ap_loss(nll_sum(ctx, "retain_idk"), nll_sum(ctx, "retain"), cfg.beta)
+
+
+# ---- LLMU ----------------------------------------------------------------------------
+
+def _llmu_forget(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    # LLMU (Yao et al. 2023): ascend on the forget answer, descend on a random retain answer
+    # given the same forget question ("forget_mismatch").
+    return -nll_mean(ctx, "forget") + nll_mean(ctx, "forget_mismatch")
+
+
+full_method(
+    "LLMU",
+    LossSpec(_llmu_forget, frozenset({"forget", "forget_mismatch"}), False,
+             "GA + NLL of random retain answers to forget questions", "Yao et al. 2023, arXiv 2310.10683"),
+    REGULARISERS.get("KL"),
+    "GA + NLL of random retain answers to forget questions; KL on retain data",
+)
