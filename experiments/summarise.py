@@ -7,6 +7,7 @@ directory is missing or unfinished is reported as such.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -81,7 +82,9 @@ def select_lr(runs: list[dict], fe_bar: float) -> dict:
     return max(ok, key=lambda r: _agg(r, "forget_efficacy"))
 
 
-def grid_tables(root: Path) -> str:
+def grid_tables(root: Path, fe_bar: float | None = None) -> str:
+    """The grid's every-run and selected-run tables. ``fe_bar``: the selection bar, when it is
+    not the median FE of the runs found (a partial grid held to the full grid's bar)."""
     results = {name: _load(root, name) for name in GRID_RUNS}
     present = {k: v for k, v in results.items() if v}
     if not present:
@@ -95,10 +98,11 @@ def grid_tables(root: Path) -> str:
             elif row.get("method") and is_final(row):
                 by_method.setdefault(row["method"], []).append(row)
     fes = [_agg(r, "forget_efficacy") for runs in by_method.values() for r in runs if r["status"] == "ok"]
-    fe_bar = statistics.median(fes) if fes else 0.0
+    bar_source = "given on the command line" if fe_bar is not None else "grid-wide median FE"
+    fe_bar = fe_bar if fe_bar is not None else statistics.median(fes) if fes else 0.0
     lrs = sorted({r["lr"] for runs in by_method.values() for r in runs})
     out = ["## Fictitious grid: every run", "",
-           f"Runs found: {', '.join(present)}. Grid-wide median FE (the selection bar): {fe_bar:.3f}.", "",
+           f"Runs found: {', '.join(present)}. Selection bar ({bar_source}): {fe_bar:.3f}.", "",
            "| method | " + " | ".join(f"lr {_lr(lr)}: MU / MU Retain / FE / FQ" for lr in lrs) + " | selected lr |",
            "| --- | " + " | ".join("---" for _ in lrs) + " | --- |"]
     chosen = {}
@@ -248,7 +252,16 @@ def family_table(root: Path, name: str, title: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    root = Path(argv[1] if len(argv) > 1 else "runs")
+    """``summarise.py [RUNS] [--grid-only [--fe-bar X]]``: every table, or the grid's alone."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="?", default="runs")
+    parser.add_argument("--grid-only", action="store_true", help="print only the grid tables")
+    parser.add_argument("--fe-bar", type=float, help="selection bar instead of the median FE of the runs found")
+    args = parser.parse_args(argv[1:])
+    root = Path(args.runs)
+    if args.grid_only:
+        print(grid_tables(root, args.fe_bar))
+        return 0
     print("\n".join([
         grid_tables(root),
         seed_table(root),

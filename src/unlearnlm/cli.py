@@ -93,8 +93,15 @@ def cmd_report(args) -> None:
 def cmd_methods(args) -> None:
     from unlearnlm.methods import describe_methods
 
-    for name, description in describe_methods():
-        print(f"{name:10s} {description}")
+    titles = {"forget loss": "Forget losses", "regulariser": "Regularisers", "method": "Full methods"}
+    kind = None
+    for row_kind, name, line in describe_methods():
+        if row_kind != kind:
+            print(("" if kind is None else "\n") + titles[row_kind] + ":")
+            kind = row_kind
+        print(f"  {name:8s} {line}")
+    print("\nCombine any forget loss with any regulariser as F+R (e.g. SimNPO+GD), or use it alone (F, or F+none); "
+          "options and formulas: docs/method.md")
 
 
 def cmd_models(args) -> None:

@@ -93,8 +93,8 @@ def _cli_process(argv: list[str], log: str) -> None:
     os._exit(code)
 
 
-def _start(processes, overrides: list[str], log: Path):
-    proc = processes.Process(target=_cli_process, args=(["run", *overrides], str(log)))
+def _start(processes, overrides: list[str], log: Path, command: str = "run"):
+    proc = processes.Process(target=_cli_process, args=([command, *overrides], str(log)))
     proc.start()
     return proc
 
@@ -107,9 +107,9 @@ def _run_to_end(processes, overrides: list[str], log: Path) -> str:
     return text
 
 
-def _run_and_kill(processes, overrides: list[str], log: Path, marker) -> str:
+def _run_and_kill(processes, overrides: list[str], log: Path, marker, command: str = "run") -> str:
     """Start the run, SIGKILL it as soon as ``marker()`` is true; the run must not end first."""
-    proc = _start(processes, overrides, log)
+    proc = _start(processes, overrides, log, command)
     deadline = time.time() + 300
     try:
         while not marker():
@@ -221,7 +221,7 @@ def test_sigkill_in_finetune_unlearn_and_eval_then_rerun_gives_reference_results
     # 2. the same command resumes fine-tuning from that checkpoint; killed while unlearning
     models = run_dir / "models"
     log2 = _run_and_kill(processes, overrides, tmp_path / "log2.txt", _epoch_checkpoint(models, f"{METHOD}.checkpoints"))
-    assert re.search(r"\[finetune\] target: .*\(resuming from \S*/target\.checkpoints/checkpoint-\d+\)", log2), log2
+    assert re.search(r"\[finetune\] target: .*, resuming from \S*/target\.checkpoints/checkpoint-\d+$", log2, re.M), log2
     assert not (models / METHOD / "unlearnlm_manifest.json").is_file()
 
     # 3. resumes unlearning from its epoch checkpoint; killed after the first evaluation set
@@ -241,6 +241,36 @@ def test_sigkill_in_finetune_unlearn_and_eval_then_rerun_gives_reference_results
         assert f"eval {name.removesuffix('.summary.json')}: loaded from {eval_dir}" in log4
     assert not list(models.glob("*.checkpoints")) and not list(finetuned.glob("*/*.checkpoints"))
     _assert_same_results(run_dir, reference.dir)
+
+
+def test_sigkill_in_pdu_unlearning_resumes_the_same_dual_variable_trajectory(
+        processes, make_tiny_overrides, tmp_path):
+    """PDU's lambda lives across steps: killed after its first epoch checkpoint and resumed, the
+    run logs the same lambda at every step as an uninterrupted run, and ends with the same one."""
+    from safetensors.torch import load_file
+
+    from unlearnlm.training.layout import METHOD_STATE
+
+    pdu = ["unlearn.method=PDU", "unlearn.train.epochs=3", "unlearn.pdu_eps=0", "unlearn.pdu_dual_warmup_epochs=0",
+           "unlearn.pdu_lambda0=1", "unlearn.pdu_eta=0.5"]
+    overrides = make_tiny_overrides(tmp_path, *pdu)
+    with _one_thread():
+        assert main(["unlearn", *overrides, "--output", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "killed"
+    _run_and_kill(processes, [*overrides, "--output", str(out)], tmp_path / "log1.txt",
+                  _epoch_checkpoint(tmp_path, "killed.checkpoints"), command="unlearn")
+    with _one_thread():
+        assert main(["unlearn", *overrides, "--output", str(out)]) == 0
+
+    def lambdas(folder: Path) -> list[float]:
+        return [h["dual_lambda"] for h in read_json(folder / "unlearnlm_manifest.json")["log_history"]
+                if "dual_lambda" in h]
+
+    whole = lambdas(tmp_path / "whole")
+    assert len(whole) == 3 * 5 and whole == sorted(whole) and whole[-1] > whole[0]  # eps 0: lambda rises
+    assert lambdas(out) == pytest.approx(whole, abs=1e-6)
+    final = [load_file(f / METHOD_STATE)["pdu_lambda"].item() for f in (tmp_path / "whole", out)]
+    assert final[0] == pytest.approx(final[1], rel=1e-9)
 
 
 # --------------------------------------------------------------------------- 2. atomic writes

@@ -33,10 +33,15 @@ def test_grid_tables_use_the_grid_wide_median_fe(tmp_path):
                    + [_row(m, lr, mu, fe) for m, mu, fe in rows]}
         (tmp_path / name / "results.json").write_text(json.dumps(results))
     text = summarise.grid_tables(tmp_path)
-    assert "selection bar): 0.650" in text  # median of 0.5, 0.6, 0.7, 0.8
+    assert "Selection bar (grid-wide median FE): 0.650" in text  # median of 0.5, 0.6, 0.7, 0.8
     assert "| GA | 0.400 / - / 0.500 / 0.5 | 0.300 / - / 0.700 / 0.5 | 1e-4 |" in text
     assert "| ME | 0.500 / - / 0.600 / 0.5 | 0.450 / - / 0.800 / 0.5 | 1e-4 |" in text
     assert "| GA | 1e-4 | 0.300 | - | - | 0.700 | 0.5 | .25 / .25 / .25 / .25 / .25 / .25 |" in text
+    # A partial grid held to a given bar: at 0.55 only ME's lr 5e-5 run (FE 0.6) and both 1e-4
+    # runs clear it; ME's better MU among them is at 5e-5.
+    held = summarise.grid_tables(tmp_path, fe_bar=0.55)
+    assert "Selection bar (given on the command line): 0.550" in held
+    assert "| ME | 0.500 / - / 0.600 / 0.5 | 0.450 / - / 0.800 / 0.5 | 5e-5 |" in held
 
 
 def test_continual_table_one_cell_per_task(tmp_path):

@@ -154,3 +154,84 @@ def test_mask_question_defaults_follow_the_paper():
     assert resolve_method(cfg.unlearn, "ME").settings.mask_question is False
     for name in ("GA+GD", "NPO+KL", "IDK+AP", "DPO+GD", "LLMU"):
         assert resolve_method(cfg.unlearn, name).settings.mask_question is True
+
+
+def _distances(model_dir, ref_dir, cfg, method_name, state):
+    """(forget distance to c, retain distance to the reference) at RMU's layer, whole sets."""
+    resolved = resolve_method(cfg.unlearn, method_name)
+    tok = load_tokenizer(str(model_dir))
+    fmt = PromptFormat.for_tokenizer(tok, cfg.model)
+    forget, retain = unlearning_rows(cfg, cfg.data.tasks, cfg.data.tasks)
+    from unlearnlm.data import tofu
+    from unlearnlm.data.loading import resolve_data_dir
+    from unlearnlm.methods import losses
+
+    ds = UnlearnDataset(forget, retain, tofu.idk_answers(resolve_data_dir()), tok, fmt, resolved.method.parts,
+                        True, seed=0)
+    batch = PartsCollator(tok.pad_token_id)([ds[i] for i in range(len(ds))])
+    ctx = LossContext(AutoModelForCausalLM.from_pretrained(model_dir), batch,
+                      AutoModelForCausalLM.from_pretrained(ref_dir), state, output_hidden=True)
+    layer = int(state["rmu_layer"])
+    with torch.no_grad():
+        to_c = losses.rmu_distance(ctx.hidden("forget", layer), state["rmu_control"], ctx.labels("forget"))
+        to_ref = losses.rmu_distance(ctx.hidden("retain", layer), ctx.ref_hidden("retain", layer),
+                                     ctx.labels("retain"))
+    return to_c.item(), to_ref.item()
+
+
+def test_rmu_steers_forget_activations_keeps_retain_and_trains_only_the_selected_tensors(tiny_target, tmp_path):
+    """RMU on the 2-layer target (its layer 0), training only layer 0's mlp.down_proj: the forget
+    activations move towards c; the retain activations stay near the reference's (at most half
+    as far as without the retain term, RMU+none); every other tensor is bit-identical to the
+    target's, and the saved folder holds every tensor."""
+    cfg, target = tiny_target
+    cfg = _config(cfg, "unlearn.train.epochs=3", "unlearn.train.batch_size=8", "unlearn.train.lr=1e-2",
+                  "unlearn.train.warmup_epochs=0", "unlearn.rmu_coeff=5",
+                  r"unlearn.trainable=layers\.0\.mlp\.down_proj")
+    out = tmp_path / "rmu"
+    manifest = unlearn_model(cfg, "RMU", target, out)
+    assert manifest["trainable_tensors"] == 1
+    state = load_file(out / METHOD_STATE)
+    assert int(state["rmu_layer"]) == 0 and state["rmu_control"].norm().item() == pytest.approx(5.0, rel=1e-5)
+    before_c, _ = _distances(target, target, cfg, "RMU", state)
+    after_c, after_ref = _distances(out, target, cfg, "RMU", state)
+    assert after_c < 0.8 * before_c, (before_c, after_c)
+    unlearn_model(cfg, "RMU+none", target, tmp_path / "rmu-alone")
+    _, alone_ref = _distances(tmp_path / "rmu-alone", target, cfg, "RMU", state)  # same seed: same c
+    assert after_ref < 0.5 * alone_ref, (after_ref, alone_ref)
+    unlearned = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())
+    original = dict(AutoModelForCausalLM.from_pretrained(target).named_parameters())
+    assert unlearned.keys() == original.keys()
+    changed = {n for n in original if not torch.equal(unlearned[n], original[n])}
+    assert changed == {"model.layers.0.mlp.down_proj.weight"}
+
+
+def test_trainable_regex_gives_optimiser_state_only_to_matching_parameters(tiny_target, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from unlearnlm.errors import ConfigError
+    from unlearnlm.training.unlearn import freeze_except
+
+    _, target = tiny_target
+    model = AutoModelForCausalLM.from_pretrained(target)
+    assert freeze_except(model, r"mlp\.down_proj") == 2  # one per layer
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"))
+    optimised = [p for group in trainer.create_optimizer().param_groups for p in group["params"]]
+    assert len(optimised) == 2 and all(p.requires_grad for p in optimised)
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        freeze_except(model, "no_such_layer")
+
+
+def test_pdu_dual_variable_rises_while_the_retain_loss_is_above_eps(tiny_target, tmp_path):
+    """eps 0 < retain NLL at every step and no warm-up: lambda rises by eta * L_R > 0 each step."""
+    cfg, target = tiny_target
+    cfg = _config(cfg, "unlearn.train.epochs=2", "unlearn.train.batch_size=8", "unlearn.train.lr=1e-3",
+                  "unlearn.pdu_eps=0", "unlearn.pdu_dual_warmup_epochs=0", "unlearn.pdu_lambda0=1",
+                  "unlearn.pdu_eta=0.5")
+    out = tmp_path / "pdu"
+    manifest = unlearn_model(cfg, "PDU", target, out)
+    steps = [h for h in manifest["log_history"] if "dual_lambda" in h]
+    assert len(steps) == 10 and steps[0]["dual_lambda"] == 1.0  # 40 QA / batch 8 x 2 epochs
+    for prev, cur in zip(steps, steps[1:]):  # the lambda a step used = previous + eta * its retain NLL
+        assert cur["dual_lambda"] == pytest.approx(prev["dual_lambda"] + 0.5 * prev["retain_nll"], abs=2e-4)
+    assert load_file(out / METHOD_STATE)["pdu_lambda"].item() > steps[-1]["dual_lambda"]

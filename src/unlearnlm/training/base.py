@@ -183,16 +183,16 @@ FinishJob = Callable[[Trainer, float], dict]
 
 
 def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge_lora: bool = True) -> dict:
-    """The skeleton every training job shares: reuse a finished folder; else build the trainer,
+    """The skeleton every training job shares (``tag`` starts its log lines, e.g. "[unlearn] ME+GD"): reuse a finished folder; else build the trainer,
     resume from the last complete checkpoint, train, save the model atomically, write the
     manifest (last: it marks the folder finished) and drop the checkpoints. -> the manifest"""
     folder = ModelFolder(out_dir)
     if folder.is_done:
-        log(f"[{tag}] cached at {out_dir}")
+        log(f"{tag}: cached at {out_dir}")
         return read_json(folder.manifest)
     trainer, tokenizer, description = build(folder)
     resume = last_checkpoint(folder.checkpoints)
-    log(f"[{tag}] {description}" + (f", resuming from {resume}" if resume else ""))
+    log(f"{tag}: {description}" + (f", resuming from {resume}" if resume else ""))
     start = time.time()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
@@ -206,5 +206,5 @@ def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge
         }
         write_json(folder.manifest, manifest)
         shutil.rmtree(folder.checkpoints, ignore_errors=True)
-        log(f"[{tag}] done in {seconds:.0f}s, {tps:.0f} real tokens/s -> {out_dir}")
+        log(f"{tag}: done in {seconds:.0f}s, {tps:.0f} real tokens/s -> {out_dir}")
     return manifest

@@ -75,7 +75,7 @@ def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
             data_collator=QACollator(tokenizer.pad_token_id), lengths=[len(f["input_ids"]) for f in features],
         )
         state.update(tokenizer=tokenizer, fmt=fmt, rows=rows)
-        return trainer, tokenizer, f"{which}: {len(rows)} QA x {train.epochs:g} epochs, lr {train.lr:g}, base {cfg.model.name}"
+        return trainer, tokenizer, f"{len(rows)} QA x {train.epochs:g} epochs, lr {train.lr:g}, base {cfg.model.name}"
 
     def finish(trainer, seconds: float) -> dict:
         rows = state["rows"]
@@ -90,7 +90,7 @@ def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
             "train_question_rouge_l_recall": check,
         }
 
-    train_job(out_dir, f"finetune {which}", build, finish, train.merge_lora)
+    train_job(out_dir, f"[finetune] {which}", build, finish, train.merge_lora)
     return out_dir
 
 

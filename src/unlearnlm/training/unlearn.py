@@ -220,7 +220,7 @@ def unlearn_model(
             "trainable_tensors": job["n_trainable"], "seed": train.seed, "log_history": trainer.state.log_history,
         }
 
-    return train_job(out_dir, f"unlearn {method_name}", build, finish, train.merge_lora)
+    return train_job(out_dir, f"[unlearn] {method_name}", build, finish, train.merge_lora)
 
 
 def _with_lora(model, train):
