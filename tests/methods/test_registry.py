@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import copy
-import math
+import dataclasses
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -27,16 +28,29 @@ ALL_PARTS = ("forget", "forget_idk", "forget_mismatch", "retain", "retain_idk")
 
 
 class CountingLM(nn.Module):
-    """A bigram "LM" that records the input_ids tensor of every forward."""
+    """A bigram "LM" that records the input_ids tensor of every forward. Asked for hidden states,
+    it returns three (embeddings, "layer 0", final), like a 2-layer HF model: RMU uses layer 0."""
+
+    config = SimpleNamespace(get_text_config=lambda: SimpleNamespace(num_hidden_layers=2, hidden_size=VOCAB))
 
     def __init__(self):
         super().__init__()
         self.table = nn.Embedding(VOCAB, VOCAB)
         self.calls: list[torch.Tensor] = []
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False):
         self.calls.append(input_ids)
-        return SimpleNamespace(logits=self.table(input_ids))
+        logits = self.table(input_ids)
+        hidden = (logits, torch.tanh(logits), logits) if output_hidden_states else None
+        return SimpleNamespace(logits=logits, hidden_states=hidden)
+
+
+CFG = LossConfig(pdu_eps=0.1)  # PDU's DUAL requires eps
+
+
+def context(method, model, batch, ref=None) -> LossContext:
+    """A step's context with the method's state (RMU's c and layer, PDU's lambda)."""
+    return LossContext(model, batch, ref, method.init_state(model, CFG, 0), method.needs_hidden)
 
 
 def make_batch(parts=ALL_PARTS) -> dict:
@@ -106,18 +120,37 @@ def test_unknown_names_suggest(name, hint):
 
 
 def test_describe_methods_rows():
+    """One row per forget loss, regulariser and full method, each with its paper, and the
+    non-default method options named."""
     rows = describe_methods()
-    assert [n for n, _ in rows] == all_method_names()
-    assert all(d and "\n" not in d for _, d in rows)
+    kinds = {"forget loss": FORGET_LOSSES, "regulariser": REGULARISERS, "method": FULL_METHODS}
+    assert [(k, n) for k, n, _ in rows] == [(k, n) for k, reg in kinds.items() for n in reg.names()]
+    assert all(line and "\n" not in line and "[" in line for *_, line in rows)
+    simnpo = next(line for _, n, line in rows if n == "SimNPO")
+    assert "arXiv 2410.07163" in simnpo and "forget_coeff=0.125" in simnpo
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"beta": 0}, "beta"), ({"beta": -0.1}, "beta"), ({"beta": math.nan}, "beta"),
-    ({"me_direction": "p_p"}, "me_direction"),
+def test_full_method_names_win_and_their_forget_loss_alone_is_plus_none():
+    assert get_method("RMU").regulariser is REGULARISERS.get("ACT")
+    assert get_method("RMU+none").regulariser is None and get_method("RMU+none").name == "RMU+none"
+    assert get_method("PDU").regulariser is REGULARISERS.get("DUAL")
+    assert "RMU+none" in all_method_names() and all_method_names().count("RMU") == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("unlearn.beta=0", "unlearn.beta: must be > 0"),
+    ("unlearn.me_direction=p_p", "unlearn.me_direction: must be p_u"),
+    ("unlearn.simnpo_beta=-1", "unlearn.simnpo_beta: must be > 0"),
+    ("unlearn.satimp_beta2=-1", "unlearn.satimp_beta2: must be >= 0"),
+    ("unlearn.trainable=(", "unlearn.trainable: must be a valid regular expression"),
+    ("unlearn.per_method={GA+GD: {wga_beta: -2}}", "unlearn.per_method.GA+GD.wga_beta: must be >= 0"),
+    ("methods=[PDU]", "unlearn.pdu_eps: PDU needs it set"),
 ])
-def test_loss_config_validation(kwargs, field):
-    with pytest.raises(ConfigError, match=field):
-        LossConfig(**kwargs)
+def test_loss_option_validation(override, message):
+    from unlearnlm.config import load_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("demo", [override])
 
 
 # ---- declared needs match what the losses use ---------------------------------------
@@ -126,14 +159,16 @@ def test_loss_config_validation(kwargs, field):
 def test_declared_parts_and_ref_are_sufficient_and_necessary(name):
     method = get_method(name)
     model, ref = models()
-    method.loss(LossContext(model, make_batch(method.parts), ref if method.needs_ref else None),
-                LossConfig())
+    method.loss(context(method, model, make_batch(method.parts), ref if method.needs_ref else None), CFG)
     for missing in method.parts:
         with pytest.raises(KeyError, match=missing):
-            method.loss(LossContext(model, make_batch(method.parts - {missing}), ref), LossConfig())
+            method.loss(context(method, model, make_batch(method.parts - {missing}), ref), CFG)
     if method.needs_ref:
         with pytest.raises(RuntimeError, match="reference model"):
-            method.loss(LossContext(model, make_batch(method.parts)), LossConfig())
+            method.loss(context(method, model, make_batch(method.parts)), CFG)
+    if method.init_state(model, CFG, 0):
+        with pytest.raises(RuntimeError, match="method state"):
+            method.loss(LossContext(model, make_batch(method.parts), ref), CFG)
 
 
 @pytest.mark.parametrize("name", all_method_names())
@@ -141,7 +176,7 @@ def test_each_part_is_forwarded_once_per_model(name):
     method = get_method(name)
     model, ref = models()
     batch = make_batch()
-    method.loss(LossContext(model, batch, ref), LossConfig())
+    method.loss(context(method, model, batch, ref), CFG)
     for part in ALL_PARTS:
         used = int(part in method.parts)
         assert sum(x is batch[part]["input_ids"] for x in model.calls) == used
@@ -178,15 +213,29 @@ def test_total_is_weighted_sum():
 
 @pytest.mark.parametrize("name", all_method_names())
 def test_one_sgd_step_lowers_total_loss(name):
+    """WGA's and SatImp's loss re-weights itself by the model's own p, so a step is checked on its
+    aim, the forget NLL rising (with the regulariser off, as their weights make L_F small)."""
     method = get_method(name)
     model, ref = models()
-    batch, cfg = make_batch(), LossConfig()
-    total, _ = method.loss(LossContext(model, batch, ref), cfg)
+    batch = make_batch()
+    # At this random model's NLL (~2, p ~ 0.1) SimNPO's beta 4.5 saturates and SatImp's p^5 weight
+    # is ~1e-5: a 1e-2 SGD step would move neither in float32.
+    cfg = dataclasses.replace(CFG, simnpo_beta=0.5, satimp_beta1=1.0)
+    self_weighted = method.forget in (FORGET_LOSSES.get("WGA"), FORGET_LOSSES.get("SatImp"))
+    reg_coeff = 0.0 if self_weighted else 1.0
+
+    def measure(total):
+        return -losses.mean_nll(model.table(batch["forget"]["input_ids"]), batch["forget"]["labels"]).item() \
+            if self_weighted else total.item()
+
+    state = method.init_state(model, cfg, 0)
+    total, _ = method.loss(LossContext(model, batch, ref, state), cfg, 1.0, reg_coeff)
     assert torch.isfinite(total)
+    before_value = measure(total)
     total.backward()
     with torch.no_grad():
         before = model.table.weight.clone()
         model.table.weight -= 1e-2 * model.table.weight.grad
     assert not torch.equal(before, model.table.weight)
-    after, _ = method.loss(LossContext(model, batch, ref), cfg)
-    assert after.item() < total.item()
+    after, _ = method.loss(LossContext(model, batch, ref, state), cfg, 1.0, reg_coeff)
+    assert measure(after) < before_value

@@ -393,9 +393,10 @@ def test_diverging_unlearning_fails_its_row_and_keeps_the_last_good_checkpoint(
 def test_non_finite_loss_or_gradient_stops_before_the_update(kind, step, epochs, reference, monkeypatch, tmp_path):
     import torch
 
+    import unlearnlm.methods.settings as settings
     import unlearnlm.training.unlearn as unlearn
 
-    real_get_method = unlearn.get_method
+    real_get_method = settings.get_method
     calls = itertools.count(1)
 
     def poisoned(name):
@@ -412,7 +413,7 @@ def test_non_finite_loss_or_gradient_stops_before_the_update(kind, step, epochs,
 
         return dataclasses.replace(method, forget=dataclasses.replace(method.forget, fn=forget))
 
-    monkeypatch.setattr(unlearn, "get_method", poisoned)
+    monkeypatch.setattr(settings, "get_method", poisoned)  # where unlearn_model resolves its method
     cfg = load_config("demo", reference.overrides + [f"unlearn.train.epochs={epochs}"])
     (target,) = (reference.base / "cache" / "finetuned").glob("*/target")
     out = tmp_path / "unlearned"

@@ -181,12 +181,12 @@ def _distances(model_dir, ref_dir, cfg, method_name, state):
 
 def test_rmu_steers_forget_activations_keeps_retain_and_trains_only_the_selected_tensors(tiny_target, tmp_path):
     """RMU on the 2-layer target (its layer 0), training only layer 0's mlp.down_proj: the forget
-    activations move towards c; the retain activations stay near the reference's (at most half
-    as far as without the retain term, RMU+none); every other tensor is bit-identical to the
+    activations move towards c; with the retain term at weight 5 the retain activations stay
+    near the reference's (at most half as far as without it, RMU+none); every other tensor is bit-identical to the
     target's, and the saved folder holds every tensor."""
     cfg, target = tiny_target
     cfg = _config(cfg, "unlearn.train.epochs=3", "unlearn.train.batch_size=8", "unlearn.train.lr=1e-2",
-                  "unlearn.train.warmup_epochs=0", "unlearn.rmu_coeff=5",
+                  "unlearn.train.warmup_epochs=0", "unlearn.rmu_coeff=5", "unlearn.reg_coeff=5",
                   r"unlearn.trainable=layers\.0\.mlp\.down_proj")
     out = tmp_path / "rmu"
     manifest = unlearn_model(cfg, "RMU", target, out)

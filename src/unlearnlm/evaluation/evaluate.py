@@ -1,4 +1,4 @@
-"""Evaluate one model on a scenario's evaluation sets (method.md section 5).
+"""Evaluate one model on a scenario's evaluation sets (docs/method.md, section 7).
 
     judges = load_judges(cfg, exclude_questions_for(cfg))        # once per process
     sets = tofu.eval_sets(data_dir, cfg.data.split, cfg.data.tasks, cfg.eval.ds_size)

@@ -1,4 +1,4 @@
-"""Batched greedy decoding of evaluation questions (method.md section 5, "Generation").
+"""Batched greedy decoding of evaluation questions (docs/method.md, section 7, "Generation").
 
     ids = generate_greedy(model, tokenizer, fmt, questions, max_new_tokens=200, batch_size=16)
     texts = [decode(tokenizer, x) for x in ids]

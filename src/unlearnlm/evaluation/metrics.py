@@ -1,4 +1,4 @@
-"""Per-example metric functions and the evaluation-set table (method.md section 5).
+"""Per-example metric functions and the evaluation-set table (docs/method.md, section 7).
 
     from unlearnlm.evaluation.metrics import METRICS, eval_set, rouge_l_recall
     rouge_l_recall("he runs", "he was running fast")   # -> 0.5

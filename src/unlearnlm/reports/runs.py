@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from unlearnlm.errors import DataError
 
-# Display order and short headers of the six per-set metrics (method.md section 5).
+# Display order and short headers of the six per-set metrics (docs/method.md, section 7).
 # Metrics not listed here are still shown, after these, under their own name.
 METRIC_SHORT = {
     "rouge": "R",

