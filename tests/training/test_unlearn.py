@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -144,6 +145,9 @@ def test_epoch_checkpoints_on_request(tiny_target, tmp_path):
     unlearn_model(cfg, "ME+GD", target, out)
     assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch-1", "epoch-2"]
     AutoModelForCausalLM.from_pretrained(out / "epochs" / "epoch-1")
+    for folder in (out, out / "epochs" / "epoch-1"):  # transformers 4.x keys beside the 5.x ones
+        config = json.loads((folder / "config.json").read_text())
+        assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]
     assert not out.with_name("epochs.checkpoints").exists()  # resume checkpoints removed once done
 
 

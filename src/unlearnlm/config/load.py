@@ -208,6 +208,8 @@ def validate(cfg: RunConfig) -> list[str]:
         errors.append(f"data.split: {cfg.data.split!r} is not one of {', '.join(SPLITS)}")
     if not cfg.data.tasks:
         errors.append("data.tasks: at least one task id is needed (e.g. data.tasks=[1])")
+    elif any(not str(t).strip() for t in cfg.data.tasks) or len(set(cfg.data.tasks)) < len(cfg.data.tasks):
+        errors.append(f"data.tasks: task ids must be non-empty and each listed once, got {cfg.data.tasks!r}")
     if cfg.model.prompt_format not in ("auto", "chat", "plain", "custom"):
         errors.append(f"model.prompt_format: {cfg.model.prompt_format!r} is not one of auto, chat, plain, custom")
     for name, train in (("finetune.train", cfg.finetune.train), ("unlearn.train", cfg.unlearn.train)):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from unlearnlm.errors import ModelError
 from unlearnlm.io import sha256_file
+from unlearnlm.models.compat import add_legacy_keys
 
 CACHE_ENV = "UNLEARNLM_CACHE"
 
@@ -123,6 +124,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     clean.tie_weights()
     clean.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    add_legacy_keys(out_dir)
 
 
 def prepare_offline_model(alias: str, cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:

@@ -19,6 +19,7 @@ from unlearnlm.config.schema import TrainConfig
 from unlearnlm.data.collate import LengthGroupedSampler
 from unlearnlm.errors import NumericalError
 from unlearnlm.io import read_json, write_json
+from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import use_bf16
 from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.manifest import environment_info
@@ -170,6 +171,7 @@ def save_final(trainer: Trainer, tokenizer, out_dir: Path, merge_lora: bool = Tr
         tokenizer.save_pretrained(tmp)
         for f in tmp.glob("training_args.bin"):  # a pickle: never shipped in a model folder
             f.unlink()
+        add_legacy_keys(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

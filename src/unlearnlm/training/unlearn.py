@@ -24,6 +24,7 @@ from unlearnlm.data.prompts import PromptFormat
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.methods import LossContext
 from unlearnlm.methods.settings import ResolvedMethod, resolve_method
+from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model
 from unlearnlm.training.base import UnlearnLMTrainerBase, last_checkpoint, train_job, training_arguments
 from unlearnlm.training.finetune import finetune_rows
@@ -119,6 +120,7 @@ class EpochSaver(TrainerCallback):
             path = self.folder.epoch_dir(round(state.epoch), while_training=True)
             model.save_pretrained(path, safe_serialization=True)
             self.tokenizer.save_pretrained(path)
+            add_legacy_keys(path)
 
 
 def unlearning_rows(cfg: RunConfig, forget_tasks: list[str], unlearned_tasks: list[str]) -> tuple[list, list]:
