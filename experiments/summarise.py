@@ -19,6 +19,9 @@ from unlearnlm.reports.runs import RESULTS_FILE, is_final, load_results
 METRICS = tuple(METRIC_REGISTRY.names())
 GRID_RUNS = ("grid-lr1e-4", "grid-lr5e-5")  # the first sets the method order (experiments/grid.yaml)
 SEED_RUNS = ("grid-lr1e-4", "grid-lr1e-4-seed1")  # the same grid under unlearning seeds 0 and 1
+# Baselines whose defaults barely moved the 135M target, one more setting each (issue 15).
+SWEEP_RUNS = (("sweep-simnpo-fc1", "Sweep: SimNPO+GD at forget_coeff 1 (default 0.125), lr 1e-4"),
+              ("sweep-rmu-lr1e-3", "Sweep: RMU at lr 1e-3 (grid: 5e-5, 1e-4)"))
 
 
 def _load(root: Path, name: str) -> dict | None:
@@ -252,18 +255,20 @@ def family_table(root: Path, name: str, title: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``summarise.py [RUNS] [--grid-only [--fe-bar X]]``: every table, or the grid's alone."""
+    """``summarise.py [RUNS] [--grid-only [--fe-bar X]]``: every table, or the grid's and its sweeps'."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="?", default="runs")
-    parser.add_argument("--grid-only", action="store_true", help="print only the grid tables")
+    parser.add_argument("--grid-only", action="store_true", help="print only the grid and sweep tables")
     parser.add_argument("--fe-bar", type=float, help="selection bar instead of the median FE of the runs found")
     args = parser.parse_args(argv[1:])
     root = Path(args.runs)
+    sweeps = [family_table(root, name, title) for name, title in SWEEP_RUNS]
     if args.grid_only:
-        print(grid_tables(root, args.fe_bar))
+        print("\n".join([grid_tables(root, args.fe_bar), *sweeps]))
         return 0
     print("\n".join([
         grid_tables(root),
+        *sweeps,
         seed_table(root),
         quality_table(root),
         continual_table(root),

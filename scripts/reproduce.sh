@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rerun every study of docs/results.md (issue 8), then write its tables and report figures.
+# Rerun every study of docs/results.md (issues 8 and 15), then write its tables and report figures.
 #   bash scripts/reproduce.sh            # runs/ and docs/results/tables.md
 # Resumable: after an interruption, the same command reuses every finished model and evaluation.
 # The studies run in two lanes of one CPU thread each (about 1.2x the throughput of one
@@ -27,6 +27,11 @@ lane_b() {
   # the lr 1e-4 grid again under a second unlearning seed (data order): how much is noise
   study grid-lr1e-4-seed1 --preset experiments/grid.yaml unlearn.train.lr=1e-4 unlearn.train.seed=1 \
     run_name=grid-lr1e-4-seed1
+  # issue 15: the baselines whose defaults barely move the 135M target, one more setting each
+  study sweep-simnpo-fc1 --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=sweep-simnpo-fc1 \
+    "methods=[SimNPO+GD]" unlearn.per_method.SimNPO+GD.forget_coeff=1.0
+  study sweep-rmu-lr1e-3 --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=sweep-rmu-lr1e-3 \
+    "methods=[RMU]" unlearn.per_method.RMU.lr=1e-3
 }
 if [ "${LANES:-2}" = 1 ]; then
   lane_a && lane_b
