@@ -178,10 +178,11 @@ def save_final(trainer: Trainer, tokenizer, out_dir: Path, merge_lora: bool = Tr
     trainer.accelerator.wait_for_everyone()
 
 
-# build(folder) -> (trainer, tokenizer, one-line description); finish(trainer, seconds) ->
+# build(folder, resume) -> (trainer, tokenizer, one-line description), ``resume`` the last complete
+# checkpoint or None; finish(trainer, seconds) ->
 # the job's manifest fields (called on the saving process only, before the manifest is written;
 # other ranks return seconds and throughput).
-BuildJob = Callable[[ModelFolder], tuple[Trainer, object, str]]
+BuildJob = Callable[[ModelFolder, str | None], tuple[Trainer, object, str]]
 FinishJob = Callable[[Trainer, float], dict]
 
 
@@ -194,8 +195,8 @@ def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge
     if folder.is_done:
         log(f"{tag}: cached at {out_dir}")
         return read_json(folder.manifest)
-    trainer, tokenizer, description = build(folder)
     resume = last_checkpoint(folder.checkpoints)
+    trainer, tokenizer, description = build(folder, resume)
     log(f"{tag}: {description}" + (f", resuming from {resume}" if resume else ""))
     start = time.time()
     trainer.train(resume_from_checkpoint=resume)

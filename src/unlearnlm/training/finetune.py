@@ -62,7 +62,7 @@ def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
     base = resolve_model(cfg.model.name, cfg.model.cache_dir)
     state: dict = {}
 
-    def build(folder: ModelFolder):
+    def build(folder: ModelFolder, resume: str | None):
         tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
         fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
         rows = finetune_rows(cfg, which)

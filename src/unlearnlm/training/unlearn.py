@@ -26,7 +26,7 @@ from unlearnlm.methods import LossContext
 from unlearnlm.methods.settings import ResolvedMethod, resolve_method
 from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model
-from unlearnlm.training.base import UnlearnLMTrainerBase, last_checkpoint, train_job, training_arguments
+from unlearnlm.training.base import UnlearnLMTrainerBase, train_job, training_arguments
 from unlearnlm.training.finetune import finetune_rows
 from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.method_state import load_method_state, save_method_state
@@ -140,15 +140,13 @@ def unlearning_rows(cfg: RunConfig, forget_tasks: list[str], unlearned_tasks: li
 def freeze_except(model: torch.nn.Module, pattern: str) -> int:
     """Train only parameters whose name matches ``pattern`` (re.search); -> how many match."""
     rx = re.compile(pattern)
-    names = [n for n, _ in model.named_parameters()]
-    matched = 0
-    for name, param in model.named_parameters():
-        keep = bool(rx.search(name))
-        param.requires_grad_(keep)
-        matched += keep
+    params = list(model.named_parameters())
+    for name, param in params:
+        param.requires_grad_(bool(rx.search(name)))
+    matched = sum(p.requires_grad for _, p in params)
     if not matched:
         raise ConfigError(f"unlearn.trainable: {pattern!r} matches no parameter of the model "
-                          f"(names look like {names[0]!r}, {names[len(names) // 2]!r})")
+                          f"(names look like {params[0][0]!r}, {params[len(params) // 2][0]!r})")
     return matched
 
 
@@ -171,7 +169,7 @@ def unlearn_model(
     ref_path = ref_path or model_path
     job: dict = {}
 
-    def build(folder: ModelFolder):
+    def build(folder: ModelFolder, resume: str | None):
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
         fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
         forget, retain = unlearning_rows(cfg, forget_tasks, unlearned_tasks)
@@ -183,7 +181,6 @@ def unlearn_model(
             model.config.use_cache = False
         n_trainable = freeze_except(model, settings.trainable) if settings.trainable else None
         state = method.init_state(model, settings, train.seed)
-        resume = last_checkpoint(folder.checkpoints)
         if state and resume:
             state = load_method_state(Path(resume), set(state))
         if train.lora:
