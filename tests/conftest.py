@@ -25,18 +25,15 @@ def _tokenizer_source() -> Path:
 def _small_vocab_tokenizer(tok, vocab_size: int = 2000):
     """SmolLM2's tokenizer (chat template, special tokens) retrained to a small BPE vocabulary
     on TOFU-like text: the tiny model's logits then cost 25x less than with 49k tokens."""
-    import json
-
-    from unlearnlm.data.loading import resolve_data_dir
+    from unlearnlm.data.loading import read_jsonl, read_lines, resolve_data_dir
 
     texts = []
     try:
         data_dir = resolve_data_dir()
         for name in ("forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed"):
-            for line in (data_dir / "tofu" / f"{name}.json").read_text().splitlines():
-                row = json.loads(line)
+            for row in read_jsonl(data_dir / "tofu" / f"{name}.json"):
                 texts += [row["question"], row["answer"], *row["perturbed_answer"]]
-        texts += (data_dir / "idontknow.jsonl").read_text().splitlines()
+        texts += read_lines(data_dir / "idontknow.jsonl")
     except Exception:
         texts = ["The quick brown fox jumps over the lazy dog."] * 10
     return tok.train_new_from_iterator(texts, vocab_size=vocab_size)
@@ -128,6 +125,8 @@ def data_dir() -> Path:
         path = resolve_data_dir()
     except DataError as e:
         pytest.skip(f"shared data directory not available: {e}")
-    if not (path / "tofu" / "forget01.json").is_file():
+    from unlearnlm.data.bundle import open_data_file
+
+    if open_data_file(path / "tofu" / "forget01.json") is None:
         pytest.skip(f"{path} does not hold the TOFU files (tofu/forget01.json missing)")
     return path

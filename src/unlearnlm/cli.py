@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from unlearnlm.errors import UnlearnError
+from unlearnlm.errors import DataError, UnlearnError
 
 
 def _config(args):
@@ -116,11 +116,21 @@ def cmd_models(args) -> None:
 
 
 def cmd_data(args) -> None:
-    from unlearnlm.data import tofu
-    from unlearnlm.data.loading import resolve_data_dir
+    from unlearnlm.data import bundle, tofu
+    from unlearnlm.data.fetch import fetch_tofu, fetched_dir
+    from unlearnlm.data.loading import data_source
 
-    data_dir = resolve_data_dir(args.data_dir)
-    print(f"data directory: {data_dir}")
+    if args.action == "fetch":
+        counts = fetch_tofu(args.cache_dir)
+        print(f"fetched {len(counts)} TOFU configurations into {fetched_dir(args.cache_dir) / 'tofu'}")
+        return
+    data_dir, source = data_source(args.data_dir)
+    print(f"data directory: {data_dir} ({source})")
+    if (data_dir / bundle.CHECKSUMS).is_file():
+        problems = bundle.verify(data_dir)
+        if problems:
+            raise DataError(f"{data_dir / bundle.CHECKSUMS}: {len(problems)} files do not match: {'; '.join(problems)}")
+        print(f"checksums: {len(bundle.read_checksums(data_dir))} files match {bundle.CHECKSUMS}")
     for split in ("forget01", "forget05", "forget10", "real_world"):
         ids = tofu.task_ids(data_dir, split)
         first = tofu.forget_rows(data_dir, split, ids[:1])
@@ -129,6 +139,8 @@ def cmd_data(args) -> None:
     sets = tofu.eval_sets(data_dir, "forget01", ["1"], 10**9)
     print("evaluation sets (forget01 task 1): " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
     print(f"refusals: {len(tofu.idk_answers(data_dir))}")
+    fetched = sorted(p.stem for p in (fetched_dir(args.cache_dir) / "tofu").glob("holdout*.json"))
+    print(f"hub holdout sets: {', '.join(fetched) if fetched else 'none (unlearnlm data fetch downloads them)'}")
 
 
 def cmd_judge(args) -> None:
@@ -146,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     def configured(name, fn, help_):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--preset", default="demo", help="built-in preset name or a YAML file (default: demo)")
-        p.add_argument("--data-dir", help="data directory (default: $UNLEARNLM_DATA_DIR or ../shared/data)")
+        p.add_argument("--data-dir", help="data directory (default: $UNLEARNLM_DATA_DIR, else the bundled copy)")
         p.add_argument("overrides", nargs="*", help="key=value options, e.g. unlearn.train.lr=1e-5")
         p.set_defaults(fn=fn)
         return p
@@ -175,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*")
     p.add_argument("--cache-dir")
     p.set_defaults(fn=cmd_models)
-    p = sub.add_parser("data", help="count the rows of every selection")
-    p.add_argument("--data-dir")
+    p = sub.add_parser("data", help="say which data copy is used and count its rows; or fetch TOFU from the hub")
+    p.add_argument("action", choices=("check", "fetch"), nargs="?", default="check")
+    p.add_argument("--data-dir", help="data directory (default: $UNLEARNLM_DATA_DIR, else the bundled copy)")
+    p.add_argument("--cache-dir", help="unlearnlm cache (default: $UNLEARNLM_CACHE or ~/.cache/unlearnlm)")
     p.set_defaults(fn=cmd_data)
     return parser
 

@@ -33,13 +33,25 @@ def test_resolve_data_dir_env(tmp_path, monkeypatch):
     assert resolve_data_dir() == tmp_path.resolve()
 
 
-def test_resolve_data_dir_default_is_shared_data_next_to_cwd(tmp_path, monkeypatch):
-    project = tmp_path / "main"
-    project.mkdir()
-    (tmp_path / "shared" / "data").mkdir(parents=True)
+def test_resolve_data_dir_default_is_the_bundled_copy_wherever_the_cwd(tmp_path, monkeypatch):
+    from unlearnlm.data.bundle import BUNDLED_DIR
+    from unlearnlm.data.loading import data_source
+
+    (tmp_path / "shared" / "data").mkdir(parents=True)  # no longer looked for next to the cwd
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    monkeypatch.chdir(project)
-    assert resolve_data_dir() == (tmp_path / "shared" / "data").resolve()
+    monkeypatch.chdir(tmp_path / "shared")
+    path, source = data_source()
+    assert path == BUNDLED_DIR.resolve() and "bundled" in source
+
+
+def test_resolve_data_dir_argument_beats_env_beats_bundled(tmp_path, monkeypatch):
+    from unlearnlm.data.loading import data_source
+
+    (tmp_path / "arg").mkdir()
+    (tmp_path / "env").mkdir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    assert data_source(tmp_path / "arg") == ((tmp_path / "arg").resolve(), "data.data_dir (--data-dir)")
+    assert data_source() == ((tmp_path / "env").resolve(), f"${DATA_DIR_ENV}")
 
 
 def test_resolve_data_dir_missing(tmp_path):
@@ -51,7 +63,7 @@ def test_resolve_data_dir_missing(tmp_path):
     assert "\n" not in msg
 
 
-def test_resolve_data_dir_finds_shared_data_from_project_root(data_dir):
+def test_resolve_data_dir_default_holds_the_tofu_and_real_world_folders(data_dir):
     assert (data_dir / "tofu").is_dir() and (data_dir / "real_world").is_dir()
 
 

@@ -26,7 +26,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    data_dir: str | None = None  # default: $UNLEARNLM_DATA_DIR, then ../shared/data
+    data_dir: str | None = None  # default: $UNLEARNLM_DATA_DIR, then the bundled copy
     split: str = "forget01"  # forget01 | forget05 | forget10 | real_world
     tasks: list[str] = field(default_factory=lambda: ["1"])  # forget task ids (continual: in order)
 

@@ -6,37 +6,48 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from unlearnlm.data.bundle import BUNDLED_DIR, open_data_file, read_bytes
 from unlearnlm.errors import DataError
 
 DATA_DIR_ENV = "UNLEARNLM_DATA_DIR"
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data directory: the argument, else $UNLEARNLM_DATA_DIR, else ../shared/data or ./data."""
-    candidates: list[Path]
+def data_source(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """(data directory, where it came from): the argument (``--data-dir`` / ``data.data_dir``),
+    else $UNLEARNLM_DATA_DIR, else the copy bundled with the package (``data/bundle.py``)."""
     if data_dir:
-        candidates = [Path(data_dir)]
+        path, source = Path(data_dir), "data.data_dir (--data-dir)"
     elif os.environ.get(DATA_DIR_ENV):
-        candidates = [Path(os.environ[DATA_DIR_ENV])]
+        path, source = Path(os.environ[DATA_DIR_ENV]), f"${DATA_DIR_ENV}"
     else:
-        candidates = [Path.cwd().parent / "shared" / "data", Path.cwd() / "data"]
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
-    tried = ", ".join(str(c) for c in candidates)
-    raise DataError(
-        f"data directory not found (tried {tried}); pass --data-dir or set {DATA_DIR_ENV}"
-    )
+        path, source = BUNDLED_DIR, "the copy bundled with unlearnlm"
+    if not path.is_dir():
+        raise DataError(f"data directory not found: {path} (from {source}); pass --data-dir or set {DATA_DIR_ENV}")
+    return path.resolve(), source
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory (see ``data_source``)."""
+    return data_source(data_dir)[0]
+
+
+def _data_file(path: str | os.PathLike) -> Path:
+    """The file holding ``path`` (itself or ``path.gz``), or one DataError naming ``path``."""
+    found = open_data_file(Path(path))
+    if found is None:
+        raise DataError(f"{path}: file not found")
+    return found
 
 
 def _read_text(path: Path) -> str:
-    """The file as text (universal newlines; a UTF-8 BOM is ignored), or one DataError."""
+    """The file as text (universal newlines; a UTF-8 BOM is ignored; ``.gz`` decompressed),
+    or one DataError."""
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return read_bytes(path).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (OSError, EOFError) as e:  # EOFError, gzip.BadGzipFile (an OSError): a damaged .gz
+        raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
 
 
 def read_jsonl(
@@ -47,9 +58,7 @@ def read_jsonl(
     """Rows of a JSON Lines file. Every row must be an object holding ``required`` fields
     (non-empty strings unless listed in ``list_fields``, which must be non-empty lists of strings).
     Blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    path = _data_file(path)
     required = tuple(required)
     list_fields = set(list_fields)
     rows = []
@@ -87,9 +96,7 @@ def read_jsonl(
 
 def read_lines(path: str | os.PathLike) -> list[str]:
     """Non-empty stripped lines of a plain-text file (the IDK refusals)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    path = _data_file(path)
     lines = [l.strip() for l in _read_text(path).split("\n") if l.strip()]
     if not lines:
         raise DataError(f"{path}: no lines")

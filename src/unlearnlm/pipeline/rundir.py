@@ -13,10 +13,11 @@ from pathlib import Path
 
 from unlearnlm.config.load import config_to_dict
 from unlearnlm.config.schema import RunConfig
-from unlearnlm.data.loading import resolve_data_dir
+from unlearnlm.data.loading import data_source
 from unlearnlm.errors import ConfigError
 from unlearnlm.io import read_json, write_json
-from unlearnlm.training.manifest import data_checksums, environment_info
+from unlearnlm.data.bundle import content_checksums
+from unlearnlm.training.manifest import environment_info
 
 # Options that do not change results: a run may be resumed with other values.
 NON_RESULT_KEYS = {"output_dir", "methods"}
@@ -59,9 +60,9 @@ def open_run_dir(cfg: RunConfig) -> Path:
             )
     write_json(existing, cfg_dict)
     if not (run_dir / "manifest.json").is_file():
-        data_dir = resolve_data_dir(cfg.data.data_dir)
+        data_dir, source = data_source(cfg.data.data_dir)
         write_json(run_dir / "manifest.json", {
             "seed": cfg.unlearn.train.seed, "environment": environment_info(),
-            "data_dir": str(data_dir), "data_sha256": data_checksums(data_dir),
+            "data_dir": str(data_dir), "data_source": source, "data_sha256": content_checksums(data_dir),
         })
     return run_dir

@@ -58,12 +58,13 @@ DEFAULT_MAX_HELDOUT_PAIRS = 900
 
 
 def _tofu_pairs_file(data_dir: str | os.PathLike | None) -> Path:
+    from unlearnlm.data.bundle import open_data_file
     from unlearnlm.data.loading import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     for cand in (root / "tofu" / TOFU_PAIRS_FILE, root / TOFU_PAIRS_FILE):
-        if cand.is_file():
-            return cand
+        if found := open_data_file(cand):
+            return found
     raise DataError(f"{root / 'tofu' / TOFU_PAIRS_FILE}: file not found (needed to build the offline NLI judge)")
 
 
@@ -167,12 +168,12 @@ def build_offline_nli(
     pairs_file = _tofu_pairs_file(data_dir)
     base = packaged_minilm_path()
 
-    from unlearnlm.io import sha256_file
+    from unlearnlm.data.bundle import content_sha256
 
     params = {
         "format": _BUILD_FORMAT,
         "base_model": f"{PACKAGED_MINILM_NAME}@{PACKAGED_MINILM_DIST}=={_packaged_version()}",
-        "data_sha256": sha256_file(pairs_file),
+        "data_sha256": content_sha256(pairs_file),
         "max_pairs": int(max_pairs),
         "epochs": int(epochs),
         "seed": int(seed),
