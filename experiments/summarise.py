@@ -21,7 +21,10 @@ GRID_RUNS = ("grid-lr1e-4", "grid-lr5e-5")  # the first sets the method order (e
 SEED_RUNS = ("grid-lr1e-4", "grid-lr1e-4-seed1")  # the same grid under unlearning seeds 0 and 1
 # Baselines whose defaults barely moved the 135M target, one more setting each (issue 15).
 SWEEP_RUNS = (("sweep-simnpo-fc1", "Sweep: SimNPO+GD at forget_coeff 1 (default 0.125), lr 1e-4"),
-              ("sweep-rmu-lr1e-3", "Sweep: RMU at lr 1e-3 (grid: 5e-5, 1e-4)"))
+              ("sweep-rmu-lr1e-3", "Sweep: RMU at lr 1e-3 (grid: 5e-5, 1e-4)"),
+              ("sweep-rmu-lr1e-2", "Sweep: RMU at lr 1e-2"),
+              ("sweep-satimp-fc1", "Sweep: SatImp+GD at forget_coeff 1 (default 0.1), lr 1e-4"),
+              ("sweep-satimp-fc10", "Sweep: SatImp+GD at forget_coeff 10, lr 1e-4"))
 
 
 def _load(root: Path, name: str) -> dict | None:

@@ -32,6 +32,12 @@ lane_b() {
     "methods=[SimNPO+GD]" unlearn.per_method.SimNPO+GD.forget_coeff=1.0
   study sweep-rmu-lr1e-3 --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=sweep-rmu-lr1e-3 \
     "methods=[RMU]" unlearn.per_method.RMU.lr=1e-3
+  study sweep-rmu-lr1e-2 --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=sweep-rmu-lr1e-2 \
+    "methods=[RMU]" unlearn.per_method.RMU.lr=1e-2
+  for fc in 1 10; do
+    study sweep-satimp-fc$fc --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=sweep-satimp-fc$fc \
+      "methods=[SatImp+GD]" unlearn.per_method.SatImp+GD.forget_coeff=$fc.0
+  done
 }
 if [ "${LANES:-2}" = 1 ]; then
   lane_a && lane_b

@@ -48,11 +48,11 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_unlearn(args) -> None:
-    from unlearnlm.training.finetune import finetune_models
+    from unlearnlm.pipeline.start import start_models
     from unlearnlm.training.unlearn import unlearn_model
 
     cfg = _config(args)
-    model = args.model or finetune_models(cfg, which=("target",))["target"]
+    model = args.model or start_models(cfg, ("target",))["target"].path
     out = Path(args.output or Path(cfg.output_dir) / cfg.run_name / "models" / cfg.unlearn.method)
     manifest = unlearn_model(cfg, cfg.unlearn.method, model, out)
     print(f"unlearned model: {out} ({manifest['seconds']}s, {manifest['real_tokens_per_s']} real tokens/s)")
@@ -143,6 +143,12 @@ def cmd_data(args) -> None:
     print(f"hub holdout sets: {', '.join(fetched) if fetched else 'none (unlearnlm data fetch downloads them)'}")
 
 
+def cmd_push(args) -> None:
+    from unlearnlm.models.push import push_model
+
+    print(f"pushed {args.model_dir} -> {push_model(args.model_dir, args.repo_id, args.private)}")
+
+
 def cmd_judge(args) -> None:
     from unlearnlm.evaluation.evaluate import exclude_questions_for, load_judges
 
@@ -167,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = configured("finetune", cmd_finetune, "fine-tune the target and the retain model")
     p.add_argument("--output", help="folder for target/ and retain/ (default: the cache)")
     p.add_argument("--which", choices=("both", "target", "retain"), default="both")
-    p = configured("unlearn", cmd_unlearn, "unlearn with unlearn.method (default: the cached demo target)")
-    p.add_argument("--model", help="model folder to unlearn from (default: the fine-tuned target)")
+    p = configured("unlearn", cmd_unlearn, "unlearn with unlearn.method (default: model.target, else the cached demo target)")
+    p.add_argument("--model", help="model folder to unlearn from (default: model.target, else the fine-tuned target)")
     p.add_argument("--output", help="folder for the unlearned model")
     p = configured("eval", cmd_eval, "evaluate a model on the scenario's evaluation sets")
     p.add_argument("--model", required=True, help="model folder or offline alias")
@@ -187,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*")
     p.add_argument("--cache-dir")
     p.set_defaults(fn=cmd_models)
+    p = sub.add_parser("push", help="upload a finished model folder (with its model card) to a hub")
+    p.add_argument("model_dir")
+    p.add_argument("--repo-id", required=True, help="hub repository, e.g. me/smollm2-tofu-ME-GD")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(fn=cmd_push)
     p = sub.add_parser("data", help="say which data copy is used and count its rows; or fetch TOFU from the hub")
     p.add_argument("action", choices=("check", "fetch"), nargs="?", default="check")
     p.add_argument("--data-dir", help="data directory (default: $UNLEARNLM_DATA_DIR, else the bundled copy)")

@@ -25,8 +25,9 @@ def no_work(monkeypatch):
     """Stub everything slow that a command would call after its input checks."""
     import unlearnlm.evaluation.evaluate as evaluate
     import unlearnlm.pipeline.scenarios as scenarios
+    import unlearnlm.pipeline.start as start
 
-    for module, name in ((scenarios, "load_judges"), (scenarios, "finetune_models"),
+    for module, name in ((scenarios, "load_judges"), (start, "finetune_models"),
                          (scenarios, "evaluate_model"), (scenarios, "unlearn_model"),
                          (evaluate, "load_judges")):
         monkeypatch.setattr(module, name, _work_started)

@@ -211,6 +211,20 @@ def test_total_is_weighted_sum():
     assert logs["reg_loss"] == 0.0
 
 
+def test_llmu_puts_its_mismatch_term_in_the_regulariser_as_the_reference_code_does():
+    """LLMU, forget_coeff 0.5, reg_coeff 3: total = 0.5 * (-NLL(forget)) + 3 * (NLL(mismatch) + KL(retain));
+    KL is 0 against an identical reference. So only with forget_coeff = reg_coeff does it equal
+    the old split (GA + mismatch) + KL."""
+    model, ref = models()
+    batch = make_batch()
+    total, logs = get_method("LLMU").loss(LossContext(model, batch, ref), LossConfig(), 0.5, 3.0)
+    nll = {p: losses.mean_nll(model.table(batch[p]["input_ids"]), batch[p]["labels"]).item()
+           for p in ("forget", "forget_mismatch")}
+    assert logs["forget_loss"] == pytest.approx(-nll["forget"])
+    assert logs["reg_loss"] == pytest.approx(nll["forget_mismatch"], abs=1e-6)
+    assert total.item() == pytest.approx(-0.5 * nll["forget"] + 3.0 * nll["forget_mismatch"], abs=1e-5)
+
+
 @pytest.mark.parametrize("name", all_method_names())
 def test_one_sgd_step_lowers_total_loss(name):
     """WGA's and SatImp's loss re-weights itself by the model's own p, so a step is checked on its

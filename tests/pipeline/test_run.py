@@ -92,3 +92,97 @@ def test_shared_model_eval_key_ignores_options_that_do_not_score():
     assert _eval_key(load_config("demo", ["eval.forget_quality=true", "eval.eval_epochs=true"]), ["1"], judges) == key
     assert _eval_key(load_config("demo", ["eval.ds_size=7"]), ["1"], judges) != key
     assert _eval_key(load_config("demo"), ["2"], judges) != key
+    # naming a published target or retain model changes no cache key of anything else
+    assert _eval_key(load_config("demo", ["model.target=/a", "model.retain=/b"]), ["1"], judges) == key
+
+
+def _published_copy(folder, dest):
+    """``folder`` as a model from elsewhere: same files, without unlearnlm's manifest."""
+    import shutil
+
+    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("unlearnlm_*", "evaluations"))
+    return dest
+
+
+def _tree(path):
+    return sorted((str(p.relative_to(path)), p.stat().st_mtime_ns) for p in path.rglob("*"))
+
+
+def test_published_target_and_retain_models_skip_finetuning(make_tiny_overrides, tmp_path):
+    made = make_tiny_overrides(tmp_path / "made")
+    assert main(["finetune", *made, "--output", str(tmp_path / "made" / "models")]) == 0
+    target = _published_copy(tmp_path / "made" / "models" / "target", tmp_path / "hub" / "target")
+    retain = _published_copy(tmp_path / "made" / "models" / "retain", tmp_path / "hub" / "retain")
+    before = _tree(tmp_path / "hub")
+    overrides = make_tiny_overrides(tmp_path) + [f"model.target={target}", f"model.retain={retain}",
+                                                 "methods=[GA+GD]", "eval.forget_quality=false"]
+    run_dir = run(load_config("demo", overrides))
+    assert not (tmp_path / "cache" / "finetuned").exists()  # nothing fine-tuned
+    rows = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["target", "GA+GD"]
+    assert all(r["aggregates"]["forget_quality"] is not None for r in rows)  # model.retain implies FQ
+    unlearned = json.loads((run_dir / "models" / "GA+GD" / "unlearnlm_manifest.json").read_text())
+    assert unlearned["base_model"] == str(target)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["start_models"] == {
+        "target": {"from": "model.target", "spec": str(target), "path": str(target)},
+        "retain": {"from": "model.retain", "spec": str(retain), "path": str(retain)}}
+    # the given folders are not written into: their evaluations are cached in unlearnlm's cache
+    assert _tree(tmp_path / "hub") == before
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "evaluations").iterdir())
+    assert cached == ["retain", "target"]
+    # the unlearned model's card carries its own evaluation
+    card = (run_dir / "models" / "GA+GD" / "README.md").read_text()
+    assert f"| Forget Efficacy (FE) | {rows[1]['aggregates']['forget_efficacy']:.3f} |" in card
+    assert f"| Forget Quality (FQ) | {rows[1]['aggregates']['forget_quality']:.3f} |" in card
+
+
+def test_a_hub_id_is_downloaded_once_without_pickles(tiny_model_dir, monkeypatch):
+    import huggingface_hub
+    import pytest
+
+    from unlearnlm.errors import ModelError
+    from unlearnlm.models.loading import HUB_PATTERNS, local_model
+
+    calls = []
+
+    def fake_snapshot(repo_id, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        return str(tiny_model_dir)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    assert local_model("open-unlearning/tofu_Llama-3.2-1B-Instruct_full") == tiny_model_dir
+    assert calls == [("open-unlearning/tofu_Llama-3.2-1B-Instruct_full", HUB_PATTERNS)]
+    assert not any(p.endswith(".bin") or p == "*" for p in HUB_PATTERNS)
+
+    def unreachable(repo_id, allow_patterns):
+        raise OSError("We couldn't connect to 'https://huggingface.co'.\nCheck your connection.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    with pytest.raises(ModelError, match=r"^model 'org/name': cannot download from the hub \(We couldn't connect"):
+        local_model("org/name")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE=1 forbids the hub"):
+        local_model("org/name")
+
+
+def test_retain_model_outside_the_fictitious_scenario_is_a_config_error():
+    import pytest
+
+    from unlearnlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model\.retain: Forget Quality is measured in the fictitious"):
+        load_config("demo", ["scenario=continual", "data.tasks=[1,2]", "model.retain=/x"])
+
+
+def test_a_run_written_before_an_option_existed_resumes(tiny_run_overrides):
+    from unlearnlm.io import read_json, write_json
+    from unlearnlm.pipeline.rundir import open_run_dir
+
+    cfg = load_config("demo", tiny_run_overrides)
+    run_dir = open_run_dir(cfg)
+    old = read_json(run_dir / "config.json")
+    del old["model"]["target"], old["model"]["retain"]  # as written by an older version
+    write_json(run_dir / "config.json", old)
+    assert open_run_dir(cfg) == run_dir

@@ -468,8 +468,11 @@ def _no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("work started before the input was refused")
 
-    for name in ("load_judges", "finetune_models", "evaluate_model", "unlearn_model"):
+    import unlearnlm.pipeline.start as start
+
+    for name in ("load_judges", "evaluate_model", "unlearn_model"):
         monkeypatch.setattr(scenarios, name, started)
+    monkeypatch.setattr(start, "finetune_models", started)
 
 
 def _tree(root: Path) -> set[str]:

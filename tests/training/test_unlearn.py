@@ -239,3 +239,27 @@ def test_pdu_dual_variable_rises_while_the_retain_loss_is_above_eps(tiny_target,
     for prev, cur in zip(steps, steps[1:]):  # the lambda a step used = previous + eta * its retain NLL
         assert cur["dual_lambda"] == pytest.approx(prev["dual_lambda"] + 0.5 * prev["retain_nll"], abs=2e-4)
     assert load_file(out / METHOD_STATE)["pdu_lambda"].item() > steps[-1]["dual_lambda"]
+
+
+def test_report_to_tensorboard_logs_each_loss_term_beside_the_model(tiny_target, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg, target = tiny_target
+    cfg = load_config("demo", [f"model.name={cfg.model.name}", "unlearn.train.report_to=tensorboard",
+                               "unlearn.train.epochs=1", "unlearn.train.batch_size=8", "unlearn.train.bf16=false"])
+    out = tmp_path / "NPO+GD"
+    unlearn_model(cfg, "NPO+GD", target, out)
+    (events_dir,) = {p.parent for p in (tmp_path / "NPO+GD.logs").rglob("events.out.tfevents.*")}
+    scalars = EventAccumulator(str(events_dir)).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/forget_loss", "train/reg_loss"} <= set(scalars)
+    assert not (tmp_path / "NPO+GD.checkpoints").exists()  # the logs outlive the checkpoints
+
+
+def test_report_to_is_checked_and_changes_no_cache_key():
+    from unlearnlm.errors import ConfigError
+    from unlearnlm.training.finetune import selection_key
+
+    with pytest.raises(ConfigError, match=r"^unlearn\.train\.report_to: unknown integration tensorbord \(known: none"):
+        load_config("demo", ["unlearn.train.report_to=tensorbord"])
+    assert selection_key(load_config("demo", ["finetune.train.report_to=tensorboard"])) == \
+        selection_key(load_config("demo"))

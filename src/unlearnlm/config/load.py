@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from unlearnlm.config.schema import SCENARIOS, SPLITS, RunConfig, TrainConfig, UnlearnConfig
+from unlearnlm.config.schema import SCENARIOS, SPLITS, ModelConfig, RunConfig, TrainConfig, UnlearnConfig
 from unlearnlm.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -63,10 +63,10 @@ def _preset_path(name_or_path: str, relative_to: Path | None = None) -> Path:
     )
 
 
-def _merge(base: dict, top: dict) -> dict:
+def deep_merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -80,7 +80,7 @@ def preset_dict(name_or_path: str) -> dict:
         parent_data = _read_yaml(_preset_path(parent, relative_to=path.parent))
         if "base" in parent_data:
             raise ConfigError(f"{path}: its base {parent!r} has a base too; one level of inclusion only")
-        data = _merge(parent_data, data)
+        data = deep_merge(parent_data, data)
     return data
 
 
@@ -224,6 +224,7 @@ def validate(cfg: RunConfig) -> list[str]:
             errors.append(f"{name}: weight_decay and warmup_epochs must be >= 0")
         if not isinstance(train.bf16, bool) and train.bf16 != "auto":
             errors.append(f"{name}.bf16: expected auto, true or false, got {train.bf16!r}")
+        errors += _report_to_errors(f"{name}.report_to", train.report_to)
     errors += unlearn_errors(cfg.unlearn, only=set(_UNLEARN_CHECKS) - {"lr", "epochs"})  # those: above
     if cfg.unlearn.trainable is not None and cfg.unlearn.train.lora:
         errors.append("unlearn.trainable: cannot be combined with unlearn.train.lora=true (LoRA trains its adapters)")
@@ -243,12 +244,25 @@ def validate(cfg: RunConfig) -> list[str]:
         errors.append(f"eval.mmlu_size: must be >= 0, got {e.mmlu_size}")
     if not cfg.methods:
         errors.append("methods: at least one method is needed (see `unlearnlm methods`)")
+    if cfg.model.retain and cfg.scenario != "fictitious":
+        errors.append(f"model.retain: Forget Quality is measured in the fictitious scenario only, not {cfg.scenario}")
     return errors
+
+
+def _report_to_errors(key: str, value: str) -> list[str]:
+    names = [r.strip() for r in value.split(",") if r.strip()]
+    if names in ([], ["none"], ["all"]):
+        return []
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK  # only when asked
+
+    unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK]
+    return [f"{key}: unknown integration {', '.join(unknown)} (known: none, {', '.join(INTEGRATION_TO_CALLBACK)})"] \
+        if unknown else []
 
 
 def load_config(preset: str | None = "demo", overrides: list[str] | tuple = ()) -> RunConfig:
     data = preset_dict(preset) if preset else {}
-    data = _merge(data, parse_overrides(list(overrides)))
+    data = deep_merge(data, parse_overrides(list(overrides)))
     errors: list[str] = []
     cfg = _build(RunConfig, data, "", errors)
     if not errors:
@@ -335,6 +349,14 @@ def _per_method_errors(u: UnlearnConfig) -> list[str]:
             if not trial:
                 over[key] = value
     return errors
+
+
+def model_key_options(model: ModelConfig) -> dict:
+    """The model options that change what a fine-tuned or evaluated model is (cache keys):
+    not the cache location (kept as None, so keys made before it existed do not move), and not
+    ``target``/``retain``, which name the models themselves."""
+    options = config_to_dict(model) | {"cache_dir": None}
+    return {k: v for k, v in options.items() if k not in ("target", "retain")}
 
 
 def config_to_dict(cfg: Any) -> dict:

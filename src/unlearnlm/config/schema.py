@@ -22,6 +22,9 @@ class ModelConfig:
     answer_prefix: str = " "  # joins "Answer:" and the answer as one text would tokenize
     trust_remote_code: bool = False  # never run a model repo's code unless asked
     cache_dir: str | None = None  # converted offline models; default ~/.cache/unlearnlm
+    # A published model instead of one fine-tuned here (hub id or folder; same tokenizer as name):
+    target: str | None = None  # the model to unlearn (no fine-tuning)
+    retain: str | None = None  # the retain model for Forget Quality (implies eval.forget_quality)
 
 
 @dataclass
@@ -50,6 +53,12 @@ class TrainConfig:
     lora_dropout: float = 0.0
     merge_lora: bool = True  # save a merged model (plain HF folder) besides the adapter
     optim: str = "adamw_torch"
+    # Trainer integrations ("none", "tensorboard", "wandb", comma-separated); tensorboard writes
+    # to <model folder>.logs/. Not a result option: it enters no cache key.
+    report_to: str = "none"
+
+
+TRACKING_KEYS = ("report_to",)  # TrainConfig fields that change no result
 
 
 @dataclass

@@ -80,17 +80,22 @@ def _ap(ctx: LossContext, cfg: LossConfig) -> Tensor:
 
 
 # ---- LLMU ----------------------------------------------------------------------------
+# LLMU (Yao et al. 2023): ascend on the forget answer; descend on a random retain answer given
+# the same forget question ("forget_mismatch"), plus KL on retain data. The mismatch term sits
+# in the regulariser, as in the reference code (so reg_coeff, not forget_coeff, scales it).
 
 def _llmu_forget(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    # LLMU (Yao et al. 2023): ascend on the forget answer, descend on a random retain answer
-    # given the same forget question ("forget_mismatch").
-    return -nll_mean(ctx, "forget") + nll_mean(ctx, "forget_mismatch")
+    return -nll_mean(ctx, "forget")
+
+
+def _llmu_regulariser(ctx: LossContext, cfg: LossConfig) -> Tensor:
+    return nll_mean(ctx, "forget_mismatch") + _kl(ctx, cfg)
 
 
 full_method(
     "LLMU",
-    LossSpec(_llmu_forget, frozenset({"forget", "forget_mismatch"}), False,
-             "GA + NLL of random retain answers to forget questions", "Yao et al. 2023, arXiv 2310.10683"),
-    REGULARISERS.get("KL"),
-    "GA + NLL of random retain answers to forget questions; KL on retain data",
+    LossSpec(_llmu_forget, frozenset({"forget"}), False, "GA on the forget answers", "Yao et al. 2023, arXiv 2310.10683"),
+    LossSpec(_llmu_regulariser, frozenset({"forget_mismatch", "retain"}), True,
+             "NLL of random retain answers to forget questions + KL on retain data", "Yao et al. 2023, arXiv 2310.10683"),
+    "GA; regulariser: NLL of random retain answers to forget questions + KL on retain data",
 )

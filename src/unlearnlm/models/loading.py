@@ -34,6 +34,24 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike | None = None) -> str:
     return spec  # a hub id, for users with a hub
 
 
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]  # never pickled .bin weights
+
+
+def local_model(spec: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local folder for ``spec``: an offline alias (converted once), a folder, or a hub id
+    downloaded once into the Hugging Face cache (safetensors and tokenizer files only)."""
+    resolved = resolve_model(spec, cache_dir)
+    if Path(resolved).is_dir():
+        return Path(resolved)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(resolved, allow_patterns=HUB_PATTERNS))
+    except Exception as e:  # no network, gated repo, unknown id: one line, whichever it is
+        raise ModelError(f"model {spec!r}: cannot download from the hub ({str(e).strip().splitlines()[0]})") from None
+    return Path(resolve_model(str(folder)))
+
+
 def bf16_supported() -> bool:
     """Whether bf16 autocast on this CPU is fast (native bf16 or AMX instructions)."""
     if torch.cuda.is_available():

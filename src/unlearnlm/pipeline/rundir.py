@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from unlearnlm.config.load import config_to_dict
-from unlearnlm.config.schema import RunConfig
+from unlearnlm.config.load import config_to_dict, deep_merge
+from unlearnlm.config.schema import TRACKING_KEYS, RunConfig
 from unlearnlm.data.loading import data_source
 from unlearnlm.errors import ConfigError
 from unlearnlm.io import read_json, write_json
@@ -24,7 +24,12 @@ NON_RESULT_KEYS = {"output_dir", "methods"}
 
 
 def _result_config(cfg_dict: dict) -> dict:
-    return {k: v for k, v in cfg_dict.items() if k not in NON_RESULT_KEYS}
+    """The options that change results; an option newer than the file takes its default (new
+    options default to the old behaviour), so a run written before it resumes."""
+    full = deep_merge(config_to_dict(RunConfig()), cfg_dict)
+    for job in ("finetune", "unlearn"):
+        full[job]["train"] = {k: v for k, v in full[job]["train"].items() if k not in TRACKING_KEYS}
+    return {k: v for k, v in full.items() if k not in NON_RESULT_KEYS}
 
 
 def safe_label(label: str) -> str:

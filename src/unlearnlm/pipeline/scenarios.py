@@ -13,16 +13,16 @@ import shutil
 import time
 from pathlib import Path
 
-from unlearnlm.config.load import config_to_dict
+from unlearnlm.config.load import config_to_dict, model_key_options
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data import tofu
 from unlearnlm.data.loading import resolve_data_dir
 from unlearnlm.errors import NumericalError
 from unlearnlm.evaluation.evaluate import Judges, evaluate_model, exclude_questions_for, forget_quality_for, load_judges
 from unlearnlm.io import read_json, write_json
-from unlearnlm.models.loading import resolve_model
 from unlearnlm.pipeline.rundir import open_run_dir, safe_label
-from unlearnlm.training.finetune import finetune_models
+from unlearnlm.reports.model_card import write_model_card
+from unlearnlm.pipeline.start import StartModel, real_world_start, start_models
 from unlearnlm.methods.settings import resolve_method
 from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.unlearn import unlearn_model
@@ -41,17 +41,17 @@ def _eval_sets(cfg: RunConfig, tasks: list[str], only: tuple[str, ...] | None = 
 def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
     # Options that do not change one model's scores stay out of the key.
     scoring = {k: v for k, v in config_to_dict(cfg.eval).items() if k not in ("forget_quality", "eval_epochs")}
-    payload = {"eval": scoring, "model": config_to_dict(cfg.model) | {"cache_dir": None},
+    payload = {"eval": scoring, "model": model_key_options(cfg.model),
                "split": cfg.data.split, "tasks": tasks, "judges": judges.describe()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def evaluate_cached(model_dir: Path, cfg: RunConfig, tasks: list[str], judges: Judges, run_eval_dir: Path,
+def evaluate_cached(model: StartModel, cfg: RunConfig, tasks: list[str], judges: Judges, run_eval_dir: Path,
                     only: tuple[str, ...] | None = None) -> dict:
     """Evaluate a shared model (target, retain model) once, on every set or the sets in
     ``only``; later runs copy the results."""
-    cache = Path(model_dir) / "evaluations" / _eval_key(cfg, tasks, judges)
-    summary = evaluate_model(model_dir, cfg, _eval_sets(cfg, tasks, only), _family(cfg), cache, judges)
+    cache = model.evaluations / _eval_key(cfg, tasks, judges)
+    summary = evaluate_model(model.path, cfg, _eval_sets(cfg, tasks, only), _family(cfg), cache, judges)
     if run_eval_dir.exists():
         shutil.rmtree(run_eval_dir)
     shutil.copytree(cache, run_eval_dir)
@@ -89,6 +89,7 @@ class Run:
         row = _row(label, summary, eval_dir, self.dir, **fields)
         if self.retain_eval is not None and not fields.get("task"):
             row["aggregates"]["forget_quality"] = forget_quality_for(eval_dir, self.retain_eval)
+        write_model_card(model_dir, row, self.judges.describe())  # the run's own models only
         self.rows.append(row)
         self.save()
         return row
@@ -109,6 +110,16 @@ class Run:
             for epoch, epoch_dir in ModelFolder(out).epoch_dirs():
                 self.evaluate(f"{label}/epoch{epoch}", epoch_dir, tasks, method=method, lr=lr, epoch=epoch)
         return out
+
+    def start(self, which: tuple[str, ...]) -> dict[str, StartModel]:
+        """The run's starting models (``start.py``), recorded in its manifest."""
+        models = start_models(self.cfg, which)
+        self.record_start(models)
+        return models
+
+    def record_start(self, models: dict[str, StartModel]) -> None:
+        manifest = read_json(self.dir / "manifest.json")
+        write_json(self.dir / "manifest.json", manifest | {"start_models": {w: m.source for w, m in models.items()}})
 
     def save(self) -> None:
         cfg = self.cfg
@@ -132,9 +143,10 @@ def run(cfg: RunConfig) -> Path:
 
 def _fictitious(state: Run) -> None:
     cfg = state.cfg
-    models = finetune_models(cfg, which=("target", "retain") if cfg.eval.forget_quality else ("target",))
+    forget_quality = cfg.eval.forget_quality or bool(cfg.model.retain)
+    models = state.start(("target", "retain") if forget_quality else ("target",))
     tasks = list(cfg.data.tasks)
-    if cfg.eval.forget_quality:
+    if forget_quality:
         state.retain_eval = state.dir / "eval" / "retain_model"
         # Forget Quality needs only the retain model's forget-set truth ratios.
         evaluate_cached(models["retain"], cfg, tasks, state.judges, state.retain_eval, only=("forget",))
@@ -146,21 +158,21 @@ def _fictitious(state: Run) -> None:
     state.rows.append(row)
     state.save()
     for method in cfg.methods:
-        state.unlearn_and_evaluate(method, models["target"], method, tasks, tasks)
+        state.unlearn_and_evaluate(method, models["target"].path, method, tasks, tasks)
 
 
 def _continual(state: Run) -> None:
     """Unlearn tasks in sequence; each starts from the previous task's model."""
     cfg = state.cfg
-    models = finetune_models(cfg, which=("target",))
+    target = state.start(("target",))["target"]
     tasks = list(cfg.data.tasks)
     target_eval = state.dir / "eval" / "target"
-    state.rows.append(_row("target", evaluate_cached(models["target"], cfg, tasks[:1], state.judges, target_eval),
+    state.rows.append(_row("target", evaluate_cached(target, cfg, tasks[:1], state.judges, target_eval),
                            target_eval, state.dir))
     for method in cfg.methods:
-        previous = models["target"]
+        previous = target.path
         for i, task in enumerate(tasks):
-            ref = models["target"] if cfg.unlearn.fix_ref_model else previous
+            ref = target.path if cfg.unlearn.fix_ref_model else previous
             out = state.unlearn_and_evaluate(method, previous, f"{method}/task{task}", [task], tasks[: i + 1],
                                              ref=ref, task=i + 1)
             if out is None:
@@ -171,11 +183,12 @@ def _continual(state: Run) -> None:
 def _real_world(state: Run) -> None:
     """An instruct model as it is: forget real people, keep their neighbours."""
     cfg = state.cfg
-    base = Path(resolve_model(cfg.model.name, cfg.model.cache_dir))
+    base = real_world_start(cfg)
+    state.record_start({"target": base})
     tasks = list(cfg.data.tasks)
     target_eval = state.dir / "eval" / "target"
     state.rows.append(_row("target", evaluate_cached(base, cfg, tasks, state.judges, target_eval),
                            target_eval, state.dir))
     state.save()
     for method in cfg.methods:
-        state.unlearn_and_evaluate(method, base, method, tasks, tasks)
+        state.unlearn_and_evaluate(method, base.path, method, tasks, tasks)

@@ -54,7 +54,7 @@ def training_arguments(train: TrainConfig, output_dir: Path, n_examples: int, **
         save_strategy="epoch",  # resumable after an interruption; pruned when training ends
         save_only_model=False,
         logging_steps=1,
-        report_to="none",
+        report_to=[r.strip() for r in train.report_to.split(",") if r.strip()] or "none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
@@ -186,6 +186,16 @@ BuildJob = Callable[[ModelFolder, str | None], tuple[Trainer, object, str]]
 FinishJob = Callable[[Trainer, float], dict]
 
 
+def _route_tracking_logs(trainer: Trainer, logs: Path) -> None:
+    """TensorBoard writes beside the model (``<out>.logs``), not into the checkpoint folder
+    that is removed when training ends (transformers 5 otherwise reads $TENSORBOARD_LOGGING_DIR)."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
+            callback.logging_dir = str(logs)
+
+
 def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge_lora: bool = True) -> dict:
     """The skeleton every training job shares: reuse a finished folder; else build the trainer,
     resume from the last complete checkpoint, train, save the model atomically, write the
@@ -197,6 +207,7 @@ def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge
         return read_json(folder.manifest)
     resume = last_checkpoint(folder.checkpoints)
     trainer, tokenizer, description = build(folder, resume)
+    _route_tracking_logs(trainer, folder.logs)
     log(f"{tag}: {description}" + (f", resuming from {resume}" if resume else ""))
     start = time.time()
     trainer.train(resume_from_checkpoint=resume)
@@ -207,6 +218,9 @@ def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge
     if trainer.args.should_save:
         manifest = finish(trainer, seconds) | manifest | {"environment": environment_info()}
         write_json(folder.manifest, manifest)
+        from unlearnlm.reports.model_card import write_model_card  # reports sit above training
+
+        write_model_card(out_dir)
         shutil.rmtree(folder.checkpoints, ignore_errors=True)
         log(f"{tag}: done in {seconds:.0f}s, {tps:.0f} real tokens/s -> {out_dir}")
     return manifest

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from unlearnlm.config.load import config_to_dict
-from unlearnlm.config.schema import RunConfig
+from unlearnlm.config.load import config_to_dict, model_key_options
+from unlearnlm.config.schema import TRACKING_KEYS, RunConfig
 from unlearnlm.data import tofu
 from unlearnlm.data.collate import QACollator
 from unlearnlm.data.loading import resolve_data_dir
@@ -44,11 +44,10 @@ def finetune_rows(cfg: RunConfig, which: str) -> list[dict]:
 
 def selection_key(cfg: RunConfig) -> str:
     """Content key of a fine-tuning job: model, data selection, prompt format and recipe."""
-    payload = {
-        "model": config_to_dict(cfg.model) | {"cache_dir": None},
-        "split": cfg.data.split, "tasks": cfg.data.tasks,
-        "finetune": config_to_dict(cfg.finetune) | {"check_size": None, "check_max_new_tokens": None},
-    }
+    finetune = config_to_dict(cfg.finetune) | {"check_size": None, "check_max_new_tokens": None}
+    finetune["train"] = {k: v for k, v in finetune["train"].items() if k not in TRACKING_KEYS}
+    payload = {"model": model_key_options(cfg.model), "split": cfg.data.split, "tasks": cfg.data.tasks,
+               "finetune": finetune}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

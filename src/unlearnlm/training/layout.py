@@ -8,6 +8,7 @@
     <out>.checkpoints/checkpoint-N/     resumable Trainer checkpoints, removed once finished
     <out>.epochs-tmp/epochs/epoch-N/    per-epoch models while training
     <out>.tmp/                          the final folder while it is written (then renamed)
+    <out>.logs/                         tracking logs (train.report_to=tensorboard)
 """
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ class ModelFolder:
     @property
     def tmp(self) -> Path:
         return self._sibling(".tmp")
+
+    @property
+    def logs(self) -> Path:
+        return self._sibling(".logs")
 
     def epoch_dir(self, epoch: int, while_training: bool = False) -> Path:
         root = self.epochs_tmp if while_training else self.path
