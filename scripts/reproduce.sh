@@ -55,5 +55,8 @@ mkdir -p docs/img
 for run in grid-lr1e-4 real_world; do cp "runs/$run/figures/mu_fe.png" "docs/img/${run}_mu_fe.png"; done
 cp runs/grid-report/figures/mu_fe.png docs/img/grid_sweep_mu_fe.png
 cp runs/continual/figures/continual.png docs/img/continual.png
+.venv/bin/unlearnlm report runs/grid-lr1e-4 runs/grid-lr5e-5 runs/sweep-rmu-lr1e-2 runs/sweep-satimp-fc10 \
+  runs/sweep-simnpo-fc1 --out runs/baselines-report
+cp runs/baselines-report/figures/mu_fe.png docs/img/baselines_mu_fe.png
 .venv/bin/python experiments/summarise.py runs > docs/results/tables.md
 echo "tables: docs/results/tables.md; reports: runs/*/report.html"
