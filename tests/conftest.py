@@ -125,8 +125,8 @@ def data_dir() -> Path:
         path = resolve_data_dir()
     except DataError as e:
         pytest.skip(f"shared data directory not available: {e}")
-    from unlearnlm.data.bundle import open_data_file
+    from unlearnlm.data.bundle import find_data_file
 
-    if open_data_file(path / "tofu" / "forget01.json") is None:
+    if find_data_file(path / "tofu" / "forget01.json") is None:
         pytest.skip(f"{path} does not hold the TOFU files (tofu/forget01.json missing)")
     return path

@@ -453,7 +453,7 @@ def test_run_directory_records_config_seed_versions_and_data_checksums(reference
     checksums = manifest["data_sha256"]
     assert "tofu/forget01.json" in checksums and "idontknow.jsonl" in checksums
     for rel in ("tofu/forget01.json", "idontknow.jsonl"):
-        assert checksums[rel] == hashlib.sha256(bundle.read_bytes(bundle.open_data_file(data_dir / rel))).hexdigest()
+        assert checksums[rel] == hashlib.sha256(bundle.read_bytes(bundle.find_data_file(data_dir / rel))).hexdigest()
     # every model folder says how it was made
     for manifest_file in [*(reference.base / "cache" / "finetuned").glob("*/*/unlearnlm_manifest.json"),
                           run_dir / "models" / METHOD / "unlearnlm_manifest.json"]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from unlearnlm.config.schema import SCENARIOS, SPLITS, ModelConfig, RunConfig, TrainConfig, UnlearnConfig
+from unlearnlm.config.schema import SCENARIOS, SPLITS, TRACKING_KEYS, ModelConfig, RunConfig, TrainConfig, UnlearnConfig
 from unlearnlm.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -357,6 +357,11 @@ def model_key_options(model: ModelConfig) -> dict:
     ``target``/``retain``, which name the models themselves."""
     options = config_to_dict(model) | {"cache_dir": None}
     return {k: v for k, v in options.items() if k not in ("target", "retain")}
+
+
+def result_train_options(train: dict) -> dict:
+    """A TrainConfig dict without the options that change no result (``TRACKING_KEYS``)."""
+    return {k: v for k, v in train.items() if k not in TRACKING_KEYS}
 
 
 def config_to_dict(cfg: Any) -> dict:

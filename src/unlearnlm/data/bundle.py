@@ -20,7 +20,7 @@ NOTICE = "NOTICE.md"
 DATA_SUFFIXES = (".json", ".jsonl")
 
 
-def open_data_file(path: Path) -> Path | None:
+def find_data_file(path: Path) -> Path | None:
     """The file that holds ``path``'s content: ``path`` itself, else ``path.gz``, else None."""
     if path.is_file():
         return path

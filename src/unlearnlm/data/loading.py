@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from unlearnlm.data.bundle import BUNDLED_DIR, open_data_file, read_bytes
+from unlearnlm.data.bundle import BUNDLED_DIR, find_data_file, read_bytes
 from unlearnlm.errors import DataError
 
 DATA_DIR_ENV = "UNLEARNLM_DATA_DIR"
@@ -33,7 +33,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 def _data_file(path: str | os.PathLike) -> Path:
     """The file holding ``path`` (itself or ``path.gz``), or one DataError naming ``path``."""
-    found = open_data_file(Path(path))
+    found = find_data_file(Path(path))
     if found is None:
         raise DataError(f"{path}: file not found")
     return found

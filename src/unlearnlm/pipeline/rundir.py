@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from unlearnlm.config.load import config_to_dict, deep_merge
-from unlearnlm.config.schema import TRACKING_KEYS, RunConfig
+from unlearnlm.config.load import config_to_dict, deep_merge, result_train_options
+from unlearnlm.config.schema import RunConfig
+from unlearnlm.data.bundle import content_checksums
 from unlearnlm.data.loading import data_source
 from unlearnlm.errors import ConfigError
 from unlearnlm.io import read_json, write_json
-from unlearnlm.data.bundle import content_checksums
 from unlearnlm.training.manifest import environment_info
 
 # Options that do not change results: a run may be resumed with other values.
@@ -28,7 +28,7 @@ def _result_config(cfg_dict: dict) -> dict:
     options default to the old behaviour), so a run written before it resumes."""
     full = deep_merge(config_to_dict(RunConfig()), cfg_dict)
     for job in ("finetune", "unlearn"):
-        full[job]["train"] = {k: v for k, v in full[job]["train"].items() if k not in TRACKING_KEYS}
+        full[job]["train"] = result_train_options(full[job]["train"])
     return {k: v for k, v in full.items() if k not in NON_RESULT_KEYS}
 
 

@@ -21,8 +21,8 @@ from unlearnlm.errors import NumericalError
 from unlearnlm.evaluation.evaluate import Judges, evaluate_model, exclude_questions_for, forget_quality_for, load_judges
 from unlearnlm.io import read_json, write_json
 from unlearnlm.pipeline.rundir import open_run_dir, safe_label
-from unlearnlm.reports.model_card import write_model_card
 from unlearnlm.pipeline.start import StartModel, real_world_start, start_models
+from unlearnlm.reports.model_card import write_model_card
 from unlearnlm.methods.settings import resolve_method
 from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.unlearn import unlearn_model

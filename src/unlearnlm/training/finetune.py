@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from unlearnlm.config.load import config_to_dict, model_key_options
-from unlearnlm.config.schema import TRACKING_KEYS, RunConfig
+from unlearnlm.config.load import config_to_dict, model_key_options, result_train_options
+from unlearnlm.config.schema import RunConfig
 from unlearnlm.data import tofu
 from unlearnlm.data.collate import QACollator
 from unlearnlm.data.loading import resolve_data_dir
@@ -45,7 +45,7 @@ def finetune_rows(cfg: RunConfig, which: str) -> list[dict]:
 def selection_key(cfg: RunConfig) -> str:
     """Content key of a fine-tuning job: model, data selection, prompt format and recipe."""
     finetune = config_to_dict(cfg.finetune) | {"check_size": None, "check_max_new_tokens": None}
-    finetune["train"] = {k: v for k, v in finetune["train"].items() if k not in TRACKING_KEYS}
+    finetune["train"] = result_train_options(finetune["train"])
     payload = {"model": model_key_options(cfg.model), "split": cfg.data.split, "tasks": cfg.data.tasks,
                "finetune": finetune}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -58,12 +58,12 @@ DEFAULT_MAX_HELDOUT_PAIRS = 900
 
 
 def _tofu_pairs_file(data_dir: str | os.PathLike | None) -> Path:
-    from unlearnlm.data.bundle import open_data_file
+    from unlearnlm.data.bundle import find_data_file
     from unlearnlm.data.loading import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     for cand in (root / "tofu" / TOFU_PAIRS_FILE, root / TOFU_PAIRS_FILE):
-        if found := open_data_file(cand):
+        if found := find_data_file(cand):
             return found
     raise DataError(f"{root / 'tofu' / TOFU_PAIRS_FILE}: file not found (needed to build the offline NLI judge)")
 
