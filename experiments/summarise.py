@@ -234,6 +234,13 @@ def continual_table(root: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mmlu(row: dict) -> float | None:
+    """lm-eval's mmlu_offline accuracy; runs written before lm-eval replaced the hand-written
+    scorer hold it as aggregate "mmlu" (letter + EOS likelihood under the chat prompt)."""
+    value = _agg(row, "lm_eval:mmlu_offline")
+    return _agg(row, "mmlu") if value is None else value
+
+
 def family_table(root: Path, name: str, title: str) -> str:
     res = _load(root, name)
     if res is None:
@@ -252,7 +259,7 @@ def family_table(root: Path, name: str, title: str) -> str:
             continue
         out.append(f"| {row['label']} | {lr} | {_num(_agg(row, 'model_utility'))} | {_num(_agg(row, 'mu_retain'))} | "
                    f"{_num(_agg(row, 'tofu_model_utility'))} | {_num(_agg(row, 'forget_efficacy'))} | "
-                   f"{_num(_agg(row, 'mmlu'), 2)} | "
+                   f"{_num(_mmlu(row), 2)} | "
                    + " | ".join(_six(row, s) for s in sets) + f" | {zero_scores(row)} |")
     return "\n".join(out) + "\n"
 

@@ -156,6 +156,17 @@ def test_unknown_key_did_you_mean():
     assert "unknown option 'evl'" in msg and "did you mean 'eval'" in msg
 
 
+def test_retired_option_names_its_replacement():
+    from unlearnlm.config.load import migrate_retired
+
+    msg = _error("demo", ["eval.mmlu_size=100"])
+    assert "'eval.mmlu_size' was replaced by lm-evaluation-harness" in msg and "eval.lm_eval_tasks=[mmlu_offline]" in msg
+    old = {"eval": {"mmlu_size": 100, "ds_size": 3}}
+    assert migrate_retired(old) == {"eval": {"ds_size": 3, "lm_eval_tasks": ["mmlu_offline"], "lm_eval_limit": 100}}
+    assert old["eval"]["mmlu_size"] == 100  # the saved dict itself is left alone
+    assert migrate_retired({"eval": {"mmlu_size": 0, "ds_size": 3}}) == {"eval": {"ds_size": 3}}
+
+
 @pytest.mark.parametrize("override, option", [
     ("unlearn.train.lr=-1", "unlearn.train.lr"),
     ("unlearn.train.lr=0", "unlearn.train.lr"),
@@ -187,6 +198,8 @@ def test_unknown_key_did_you_mean():
     ("unlearn.per_method.ME+GD.me_direction=xx", "unlearn.per_method.ME+GD.me_direction"),
     ("unlearn.per_method.ME+GD.lrr=1", "unlearn.per_method.ME+GD.lrr"),
     ("unlearn.per_method.MEGD.lr=1", "unlearn.per_method.MEGD"),
+    ("eval.lm_eval_limit=-1", "eval.lm_eval_limit"),
+    ("eval.lm_eval_tasks=[arc_easy,arc_easy]", "eval.lm_eval_tasks"),
 ])
 def test_bad_value_names_the_option(override, option):
     msg = _error("demo", [override])

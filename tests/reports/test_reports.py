@@ -17,7 +17,7 @@ from unlearnlm.errors import UnlearnError
 from unlearnlm.reports import build_report, load_results
 from unlearnlm.reports.figures import plot_continual, plot_dynamics, plot_heatmap, plot_mu_fe
 from unlearnlm.reports.html import write_html
-from unlearnlm.reports.runs import AGGREGATES, METRIC_SHORT, fmt
+from unlearnlm.reports.runs import METRIC_SHORT, aggregate_columns, fmt
 from unlearnlm.reports.table import print_table, render_markdown, results_table, write_csv
 
 SETS = ("forget", "retain", "real_authors", "world_facts")
@@ -33,7 +33,8 @@ def _row(rng, label, method=None, epoch=None, task=None, sets=SETS):
         "label": label, "method": method, "task": task, "epoch": epoch, "lr": None if method is None else 1e-5,
         "aggregates": {"model_utility": round(rng.random(), 4), "forget_efficacy": round(rng.random(), 4),
                        "mu_retain": round(rng.random(), 4), "forget_quality": 0.00042,
-                       "tofu_model_utility": round(rng.random(), 4), "mmlu": None},
+                       "tofu_model_utility": round(rng.random(), 4),
+                       "lm_eval:mmlu_offline": round(rng.random(), 4), "lm_eval:mmlu_offline:stderr": 0.0125},
         "sets": sets, "eval_dir": f"eval/{label}", "status": "ok",
     }
 
@@ -111,7 +112,7 @@ def test_csv_round_trips_results_json(results, tmp_path):
     for row in results["rows"]:
         got = parsed[row["label"]]
         assert got["status"] == row["status"]
-        for column, key in AGGREGATES:
+        for column, key in aggregate_columns(results["rows"]):
             value = row["aggregates"].get(key)
             assert (got[column] == "") if value is None else (float(got[column]) == value)
         for s in SETS:
@@ -131,13 +132,14 @@ def test_markdown_shows_every_value(results):
             assert "NaN loss at step 12" in line
             continue
         cells = [c.strip() for c in line.strip("|").split("|")]
-        expected = [fmt(row["aggregates"][k]) for c, k in AGGREGATES if c != "MMLU"]
+        expected = [fmt(row["aggregates"][k]) for c, k in aggregate_columns(results["rows"])]
         expected += [fmt(row["sets"][s][m]) for s in SETS for m in METRICS]
         assert cells[-len(expected):] == expected
     assert "4.20e-04" in md  # the FQ p-value keeps its digits
     header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
     assert header[:5] == ["label", "status", "method", "epoch", "lr"]  # all-null task column hidden
-    assert "MMLU" not in header and "forget/TR" in header and "world_facts/ES" in header
+    assert header[10:12] == ["mmlu_offline", "mmlu_offline_stderr"]  # lm-eval's value, then its stderr
+    assert "forget/TR" in header and "world_facts/ES" in header
 
 
 def test_html_tables_match_results(results, run_dir, tmp_path):
@@ -156,7 +158,8 @@ def test_html_tables_match_results(results, run_dir, tmp_path):
         if row["status"] != "ok":
             assert cells[-1] == "failed: NaN loss at step 12"
             continue
-        for column, key in AGGREGATES:
+        assert "mmlu_offline" in header and "mmlu_offline_stderr" in header
+        for column, key in aggregate_columns(results["rows"]):
             if column in header:
                 assert cells[header.index(column)] == fmt(row["aggregates"][key])
     set_rows = {r[0]: r[1:] for r in sets[2:]}

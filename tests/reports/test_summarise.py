@@ -84,6 +84,10 @@ def test_family_table_rows_and_failures(tmp_path):
     text = summarise.family_table(tmp_path, "gemma", "Gemma")
     assert "| ME+GD | 5e-5 | 0.200 | 0.800 | - | 0.600 | 0.31 | .25 / .25 / .25 / .25 / .25 / .25 | - |" in text
     assert "| GA+GD | 1e-4 | failed: NaN loss |" in text
+    ok["aggregates"].update({"lm_eval:mmlu_offline": 0.26})  # lm-eval's value wins over the legacy one
+    (tmp_path / "gemma" / "results.json").write_text(json.dumps({"model": "gemma3-270m", "forget": "forget01 task 1",
+                                                                 "rows": rows}))
+    assert "| 0.800 | - | 0.600 | 0.26 |" in summarise.family_table(tmp_path, "gemma", "Gemma")
 
 
 def test_seed_table_pairs_shared_methods_and_averages_the_gaps(tmp_path):

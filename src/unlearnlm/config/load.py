@@ -7,6 +7,7 @@ A preset may name one parent with ``base: <preset>`` (one level of inclusion). A
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -177,12 +178,29 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
+# Options that no longer exist: what replaced them.
+RETIRED = {"eval.mmlu_size": "replaced by lm-evaluation-harness: eval.lm_eval_tasks=[mmlu_offline] eval.lm_eval_limit=N"}
+
+
+def migrate_retired(cfg_dict: dict) -> dict:
+    """A saved config with its retired options written as their replacements (eval.mmlu_size N
+    becomes lm_eval_tasks [mmlu_offline] with limit N), so an older run directory compares."""
+    out = copy.deepcopy(cfg_dict)
+    size = (out.get("eval") or {}).pop("mmlu_size", None)
+    if size:
+        out["eval"].update(lm_eval_tasks=["mmlu_offline"], lm_eval_limit=size)
+    return out
+
+
 def _build(cls: type, data: dict, prefix: str, errors: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         where = f"{prefix}{key}"
+        if where in RETIRED:
+            errors.append(f"option {where!r} was {RETIRED[where]}")
+            continue
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
@@ -240,8 +258,10 @@ def validate(cfg: RunConfig) -> list[str]:
     for f in ("ds_size", "max_new_tokens", "batch_size"):
         if getattr(e, f) < 1:
             errors.append(f"eval.{f}: must be >= 1, got {getattr(e, f)}")
-    if e.mmlu_size < 0:
-        errors.append(f"eval.mmlu_size: must be >= 0, got {e.mmlu_size}")
+    if e.lm_eval_limit < 0:
+        errors.append(f"eval.lm_eval_limit: must be >= 0 (0 = all), got {e.lm_eval_limit}")
+    if any(not str(t).strip() for t in e.lm_eval_tasks) or len(set(e.lm_eval_tasks)) < len(e.lm_eval_tasks):
+        errors.append(f"eval.lm_eval_tasks: task names must be non-empty and each listed once, got {e.lm_eval_tasks!r}")
     if not cfg.methods:
         errors.append("methods: at least one method is needed (see `unlearnlm methods`)")
     if cfg.model.retain and cfg.scenario != "fictitious":

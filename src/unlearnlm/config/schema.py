@@ -118,7 +118,10 @@ class EvalConfig:
     batch_size: int = 16
     embedder: str | None = None  # None: packaged all-MiniLM-L6-v2; or any sentence-transformers name/path
     nli: str = "offline"  # offline: the packaged-MiniLM cross-encoder built from TOFU; or an HF NLI model
-    mmlu_size: int = 0  # MMLU questions for general ability (real-world); 0 = skip
+    # General ability through lm-evaluation-harness: any task lm-eval knows (hub users:
+    # hellaswag, arc_easy, piqa), or mmlu_offline (the packaged MMLU copy); [] = skip.
+    lm_eval_tasks: list[str] = field(default_factory=list)
+    lm_eval_limit: int = 0  # examples per lm-eval task; 0 = all
     eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
     forget_quality: bool = True  # fictitious: fine-tune a retain model and report TOFU Forget Quality
     bf16: bool | str = "auto"  # auto, true or false

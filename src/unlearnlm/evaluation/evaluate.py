@@ -12,7 +12,7 @@ ratio), one embedding call, one NLI call. ``out_dir`` then holds
 
     <set>.jsonl          one record per example (scores, generation, NLL fields)
     <set>.summary.json   {"means", "n", "seconds", "examples_per_s", "stage_seconds", ...}
-    mmlu.json            when cfg.eval.mmlu_size > 0
+    lm_eval.json         {task: lm-eval's metric, value, stderr, n} for cfg.eval.lm_eval_tasks
     summary.json         {"model", "scenario", "sets", "n", "aggregates", "judges", ...}
 
 A set whose summary exists (same questions) is loaded, not recomputed, unless ``force``.
@@ -50,7 +50,7 @@ from unlearnlm.io import _jsonable, atomic_path, read_json, write_json
 from unlearnlm.utils import log
 
 SUMMARY = "summary.json"
-MMLU = "mmlu.json"
+LM_EVAL = "lm_eval.json"
 
 
 # --------------------------------------------------------------------------- judges
@@ -216,6 +216,18 @@ def _resumable(path: Path, rows: list[dict], judges: dict) -> dict | None:
     return summary
 
 
+def _stored_lm_eval(path: Path, limit: int) -> dict:
+    """The lm-eval results at ``path`` computed with this ``limit`` ({} when none)."""
+    if not path.is_file():
+        return {}
+    try:
+        stored = read_json(path)
+    except ValueError:  # unreadable: recompute
+        return {}
+    return {t: r for t, r in stored.items() if isinstance(r, dict) and r.get("limit") == limit} \
+        if isinstance(stored, dict) else {}
+
+
 # --------------------------------------------------------------------------- one model
 def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[dict]], scenario_family: str,
                    out_dir: str | Path, judges: Judges, force: bool = False, progress: bool = True) -> dict:
@@ -235,18 +247,10 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
                              if (s := _resumable(out_dir / f"{n}.summary.json", sets[n], judges_id))}
     for name in done:
         log(f"eval {name}: loaded from {out_dir / f'{name}.summary.json'}")
-    mmlu_file = out_dir / MMLU
-    mmlu = None
-    if cfg.eval.mmlu_size > 0 and not force and mmlu_file.is_file():
-        try:
-            mmlu = read_json(mmlu_file)
-        except ValueError:  # unreadable: recompute
-            mmlu = None
-        if not isinstance(mmlu, dict) or mmlu.get("n") != cfg.eval.mmlu_size:
-            mmlu = None
-    need_mmlu = cfg.eval.mmlu_size > 0 and mmlu is None
+    general = {} if force else _stored_lm_eval(out_dir / LM_EVAL, cfg.eval.lm_eval_limit)
+    missing_tasks = [t for t in cfg.eval.lm_eval_tasks if t not in general]
 
-    if len(done) < len(sets) or need_mmlu:
+    if len(done) < len(sets) or missing_tasks:
         t = time.time()
         path = resolve_model(str(model_path), cfg.model.cache_dir)
         tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
@@ -279,12 +283,14 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
                 log(f"eval {name}: {len(records)} examples in {seconds:.1f}s "
                     f"({summary['examples_per_s']:.2f} examples/s)")
                 done[name] = summary
-            if need_mmlu:
-                from unlearnlm.evaluation.mmlu import mmlu_accuracy
+            if missing_tasks:
+                from unlearnlm.evaluation.harness import run_lm_eval
 
-                mmlu = mmlu_accuracy(model, tokenizer, fmt, cfg.eval.mmlu_size, cfg.eval.batch_size, bf16)
-                write_json(mmlu_file, mmlu)
-                log(f"eval mmlu: accuracy {mmlu['accuracy']:.3f} on {mmlu['n']} in {mmlu['seconds']:.1f}s")
+                general.update(run_lm_eval(model, tokenizer, missing_tasks, cfg.eval.lm_eval_limit, cfg.eval.batch_size))
+                write_json(out_dir / LM_EVAL, general)
+                for task in missing_tasks:
+                    r = general[task]
+                    log(f"eval lm-eval {task}: {r['metric']} {r['value']:.3f} +- {r['stderr'] or 0:.3f} on {r['n']}")
         finally:
             del model
             gc.collect()
@@ -299,11 +305,12 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
         "n": {name: done[name]["n"] for name in sets},
         "aggregates": aggregate(means, scenario_family),
         "judges": judges_id,
-        "seconds": round(sum(done[name]["seconds"] for name in sets) + (mmlu or {}).get("seconds", 0.0), 3),
+        "seconds": round(sum(done[name]["seconds"] for name in sets)
+                         + sum(general[t]["seconds"] for t in cfg.eval.lm_eval_tasks), 3),
         "wall_seconds": round(time.time() - wall, 3),
     }
-    if mmlu is not None:
-        summary["mmlu"] = mmlu
+    if cfg.eval.lm_eval_tasks:
+        summary["lm_eval"] = {t: general[t] for t in cfg.eval.lm_eval_tasks}
     write_json(out_dir / SUMMARY, summary)
     return summary
 

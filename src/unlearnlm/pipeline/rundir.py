@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from unlearnlm.config.load import config_to_dict, deep_merge, result_train_options
+from unlearnlm.config.load import config_to_dict, deep_merge, migrate_retired, result_train_options
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data.bundle import content_checksums
 from unlearnlm.data.loading import data_source
@@ -26,7 +26,7 @@ NON_RESULT_KEYS = {"output_dir", "methods"}
 def _result_config(cfg_dict: dict) -> dict:
     """The options that change results; an option newer than the file takes its default (new
     options default to the old behaviour), so a run written before it resumes."""
-    full = deep_merge(config_to_dict(RunConfig()), cfg_dict)
+    full = deep_merge(config_to_dict(RunConfig()), migrate_retired(cfg_dict))
     for job in ("finetune", "unlearn"):
         full[job]["train"] = result_train_options(full[job]["train"])
     return {k: v for k, v in full.items() if k not in NON_RESULT_KEYS}

@@ -19,6 +19,7 @@ from unlearnlm.data import tofu
 from unlearnlm.data.loading import resolve_data_dir
 from unlearnlm.errors import NumericalError
 from unlearnlm.evaluation.evaluate import Judges, evaluate_model, exclude_questions_for, forget_quality_for, load_judges
+from unlearnlm.evaluation.harness import check_tasks, lm_eval_aggregates
 from unlearnlm.io import read_json, write_json
 from unlearnlm.pipeline.rundir import open_run_dir, safe_label
 from unlearnlm.pipeline.start import StartModel, real_world_start, start_models
@@ -39,8 +40,10 @@ def _eval_sets(cfg: RunConfig, tasks: list[str], only: tuple[str, ...] | None = 
 
 
 def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
-    # Options that do not change one model's scores stay out of the key.
-    scoring = {k: v for k, v in config_to_dict(cfg.eval).items() if k not in ("forget_quality", "eval_epochs")}
+    # Options that do not change one model's set scores stay out of the key (lm-eval results
+    # are kept per task and limit inside the folder).
+    unscored = ("forget_quality", "eval_epochs", "lm_eval_tasks", "lm_eval_limit")
+    scoring = {k: v for k, v in config_to_dict(cfg.eval).items() if k not in unscored}
     payload = {"eval": scoring, "model": model_key_options(cfg.model),
                "split": cfg.data.split, "tasks": tasks, "judges": judges.describe()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
@@ -61,7 +64,7 @@ def evaluate_cached(model: StartModel, cfg: RunConfig, tasks: list[str], judges:
 def _row(label: str, summary: dict, eval_dir: Path, run_dir: Path, **fields) -> dict:
     aggregates = dict(summary["aggregates"])
     aggregates.setdefault("forget_quality", None)
-    aggregates["mmlu"] = (summary.get("mmlu") or {}).get("accuracy")
+    aggregates.update(lm_eval_aggregates(summary.get("lm_eval") or {}))
     return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, **fields,
             "aggregates": aggregates, "sets": summary["sets"],
             "eval_dir": str(eval_dir.relative_to(run_dir)), "status": "ok"}
@@ -77,6 +80,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
+        check_tasks(cfg.eval.lm_eval_tasks)
         self.dir = open_run_dir(cfg)
         self.rows: list[dict] = []
         self.judges = load_judges(cfg, exclude_questions_for(cfg))

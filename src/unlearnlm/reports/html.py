@@ -18,10 +18,10 @@ from typing import Any, Mapping, Sequence
 from unlearnlm.io import write_text
 from unlearnlm.reports import figures as figs
 from unlearnlm.reports.runs import (
-    AGGREGATES,
     METRIC_LONG,
     METRIC_SHORT,
     Results,
+    aggregate_columns,
     fmt,
     is_final,
     judge_line,
@@ -75,7 +75,7 @@ def _ids(row: Mapping[str, Any]) -> str:
 
 
 def aggregate_table(rows: list[dict[str, Any]]) -> str:
-    keys = [(c, k) for c, k in AGGREGATES
+    keys = [(c, k) for c, k in aggregate_columns(rows)
             if c in ("MU", "FE") or any(number(r["aggregates"].get(k)) is not None for r in rows)]
     head = "".join(f"<th>{escape(c)}</th>" for c, _ in keys)
     body = []

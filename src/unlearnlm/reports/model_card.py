@@ -22,7 +22,7 @@ CARD = "README.md"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 AGGREGATE_NAMES = {"model_utility": "Model Utility (MU)", "mu_retain": "MU on the retain set",
                    "forget_efficacy": "Forget Efficacy (FE)", "forget_quality": "Forget Quality (FQ)",
-                   "tofu_model_utility": "TOFU Model Utility", "mmlu": "MMLU accuracy"}
+                   "tofu_model_utility": "TOFU Model Utility"}
 
 
 def _front_matter(manifest: dict) -> str:
@@ -62,6 +62,9 @@ def _evaluation(summary: dict, judges: dict | None) -> list[str]:
     aggregates = {k: v for k, v in (summary.get("aggregates") or {}).items() if v is not None}
     lines = ["| aggregate | value |", "| --- | ---: |",
              *(f"| {AGGREGATE_NAMES.get(k, k)} | {v:.3f} |" for k, v in aggregates.items())]
+    for task, r in (summary.get("lm_eval") or {}).items():  # lm-eval's value and its own stderr
+        stderr = f" +- {r['stderr']:.3f}" if r.get("stderr") is not None else ""
+        lines.append(f"| lm-eval {task} ({r['metric']}, n={r['n']}) | {r['value']:.3f}{stderr} |")
     sets = summary.get("sets") or {}
     metrics = list(next(iter(sets.values()), {}))
     if metrics:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from unlearnlm.errors import DataError
+from unlearnlm.evaluation.harness import AGGREGATE_PREFIX, STDERR_SUFFIX
 
 # Display order and short headers of the six per-set metrics (docs/method.md, section 7).
 # Metrics not listed here are still shown, after these, under their own name.
@@ -43,7 +44,6 @@ AGGREGATES = (
     ("MU_retain", "mu_retain"),
     ("FQ", "forget_quality"),
     ("TOFU_MU", "tofu_model_utility"),
-    ("MMLU", "mmlu"),
 )
 SET_ORDER = ("forget", "retain", "real_authors", "world_facts", "neighbor")
 RESULTS_FILE = "results.json"
@@ -102,6 +102,18 @@ def as_list(results: Results | Sequence[Results]) -> list[Results]:
     if isinstance(results, Mapping):
         return [results]
     return list(results)
+
+
+def aggregate_columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """AGGREGATES, then each lm-eval task of ``rows`` and its stderr ("mmlu_offline",
+    "mmlu_offline_stderr"), in first-seen order."""
+    tasks: list[str] = []
+    for row in rows:
+        tasks += [k[len(AGGREGATE_PREFIX):] for k in row.get("aggregates", {})
+                  if k.startswith(AGGREGATE_PREFIX) and not k.endswith(STDERR_SUFFIX)
+                  and k[len(AGGREGATE_PREFIX):] not in tasks]
+    extra = [(c, AGGREGATE_PREFIX + t + s) for t in tasks for c, s in ((t, ""), (f"{t}_stderr", STDERR_SUFFIX))]
+    return list(AGGREGATES) + extra
 
 
 def report_rows(results: Results | Sequence[Results]) -> list[dict[str, Any]]:

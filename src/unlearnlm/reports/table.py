@@ -7,7 +7,8 @@
     print_table(results)                   # rich: aggregates, then one table per set
 
 Columns: run, label, method, task, epoch, lr, status, error, MU, FE, MU_retain, FQ,
-TOFU_MU, MMLU, then ``<set>/<metric>`` (e.g. ``forget/rouge``).
+TOFU_MU, each lm-eval task and its stderr (``mmlu_offline``, ``mmlu_offline_stderr``), then
+``<set>/<metric>`` (e.g. ``forget/rouge``).
 """
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ from rich.table import Table
 
 from unlearnlm.io import write_text
 from unlearnlm.reports.runs import (
-    AGGREGATES,
     METRIC_LONG,
     METRIC_SHORT,
     Results,
+    aggregate_columns,
     as_list,
     fmt,
     is_final,
@@ -42,6 +43,7 @@ def results_table(results: Results | Sequence[Results]) -> list[dict[str, Any]]:
     """One flat dict per row of every run; numbers as in results.json (None for null)."""
     rows = report_rows(results)
     columns = set_columns(rows)
+    aggregates = aggregate_columns(rows)
     table = []
     for row in rows:
         flat: dict[str, Any] = {
@@ -54,7 +56,7 @@ def results_table(results: Results | Sequence[Results]) -> list[dict[str, Any]]:
             "status": row.get("status", "ok"),
             "error": row.get("error"),
         }
-        for column, key in AGGREGATES:
+        for column, key in aggregates:
             flat[column] = number(row["aggregates"].get(key))
         for set_name, metrics in columns:
             values = row["sets"].get(set_name, {})
@@ -139,7 +141,7 @@ def _label_cell(row: Mapping[str, Any]) -> str:
 
 
 def _aggregate_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    keys = [(c, k) for c, k in AGGREGATES
+    keys = [(c, k) for c, k in aggregate_columns(rows)
             if c in ("MU", "FE") or any(number(r["aggregates"].get(k)) is not None for r in rows)]
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("label", no_wrap=True)
