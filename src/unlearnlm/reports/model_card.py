@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+from unlearnlm.evaluation.harness import AGGREGATE_PREFIX, lm_eval_results
 from unlearnlm.io import read_json, write_text
 from unlearnlm.reports.runs import METRIC_LONG
 from unlearnlm.training.layout import ModelFolder
@@ -59,12 +60,12 @@ def _hyperparameters(manifest: dict) -> list[str]:
 
 
 def _evaluation(summary: dict, judges: dict | None) -> list[str]:
-    aggregates = {k: v for k, v in (summary.get("aggregates") or {}).items() if v is not None}
+    aggregates = {k: v for k, v in (summary.get("aggregates") or {}).items()
+                  if v is not None and not k.startswith(AGGREGATE_PREFIX)}
     lines = ["| aggregate | value |", "| --- | ---: |",
              *(f"| {AGGREGATE_NAMES.get(k, k)} | {v:.3f} |" for k, v in aggregates.items())]
-    for task, r in (summary.get("lm_eval") or {}).items():  # lm-eval's value and its own stderr
-        stderr = f" +- {r['stderr']:.3f}" if r.get("stderr") is not None else ""
-        lines.append(f"| lm-eval {task} ({r['metric']}, n={r['n']}) | {r['value']:.3f}{stderr} |")
+    for task, (value, stderr) in lm_eval_results(summary.get("aggregates") or {}).items():
+        lines.append(f"| lm-eval {task} | {value:.3f}" + (f" +- {stderr:.3f}" if stderr is not None else "") + " |")
     sets = summary.get("sets") or {}
     metrics = list(next(iter(sets.values()), {}))
     if metrics:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from unlearnlm.errors import DataError
-from unlearnlm.evaluation.harness import AGGREGATE_PREFIX, STDERR_SUFFIX
+from unlearnlm.evaluation.harness import AGGREGATE_PREFIX, STDERR_SUFFIX, lm_eval_results
 
 # Display order and short headers of the six per-set metrics (docs/method.md, section 7).
 # Metrics not listed here are still shown, after these, under their own name.
@@ -109,9 +109,7 @@ def aggregate_columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]
     "mmlu_offline_stderr"), in first-seen order."""
     tasks: list[str] = []
     for row in rows:
-        tasks += [k[len(AGGREGATE_PREFIX):] for k in row.get("aggregates", {})
-                  if k.startswith(AGGREGATE_PREFIX) and not k.endswith(STDERR_SUFFIX)
-                  and k[len(AGGREGATE_PREFIX):] not in tasks]
+        tasks += [t for t in lm_eval_results(row.get("aggregates", {})) if t not in tasks]
     extra = [(c, AGGREGATE_PREFIX + t + s) for t in tasks for c, s in ((t, ""), (f"{t}_stderr", STDERR_SUFFIX))]
     return list(AGGREGATES) + extra
 
