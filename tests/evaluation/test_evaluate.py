@@ -1,6 +1,7 @@
 """End-to-end evaluation on 3-row slices of every set, a tiny random Llama and stub judges."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -45,6 +46,13 @@ class StubNLI:
     def is_entailment(self, premises, hypotheses):
         self.calls.append((list(premises), list(hypotheses)))
         return [p == h for p, h in zip(premises, hypotheses)]
+
+
+class OverlapNLI(StubNLI):
+    """Entailment iff premise and hypothesis share a lower-cased word."""
+
+    def is_entailment(self, premises, hypotheses):
+        return [bool(set(p.lower().split()) & set(h.lower().split())) for p, h in zip(premises, hypotheses)]
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +221,39 @@ def test_load_judges_wiring(data_dir, tmp_path, monkeypatch):
     assert seen["emb"] == "minilm"
     assert seen["nli"] == ("offline", data_dir, {"q1"}, tmp_path / "judges")
     assert judges.describe()["nli"] == "stub-nli"
+
+
+
+PINNED = {  # captured before the metric registry (issue 16), max_new_tokens 24, OverlapNLI
+    "tofu": {"sets": {
+        "forget": {"rouge": 0.0, "probability": 0.00028048659923401607, "truth_ratio": 0.05058740968260952, "token_entropy": 0.8832859562133807, "cosine_similarity": 0.7631750425165778, "entailment": 0.0},
+        "retain": {"rouge": 0.0, "probability": 0.0002261114108820623, "truth_ratio": 0.0, "token_entropy": 0.9613625596109102, "cosine_similarity": 0.834692924907554, "entailment": 0.0},
+        "real_authors": {"rouge": 0.0, "probability": 0.24963801948072975, "truth_ratio": 0.12347824182967389, "token_entropy": 0.8040968030064309, "cosine_similarity": 0.7374346350559979, "entailment": 0.0},
+        "world_facts": {"rouge": 0.0, "probability": 0.19529275666509824, "truth_ratio": 0.0, "token_entropy": 0.8293987915730484, "cosine_similarity": 0.8052873419993861, "entailment": 0.0},
+    },
+        "aggregates": {"model_utility": 0.0, "mu_retain": 0.0, "forget_efficacy": 0.8371914122403157, "tofu_model_utility": 0.0},
+        "generations_sha256": {"forget": "4b0cabcea17feeef", "retain": "efadae29ccda81a1", "real_authors": "437239222030a65e", "world_facts": "bd448292c3cf0376"}},
+    "real_world": {"sets": {
+        "forget": {"rouge": 0.0, "probability": 0.00030364528621673647, "truth_ratio": 0.1295517832571668, "token_entropy": 0.7067447380311576, "cosine_similarity": 0.6712292751660159, "entailment": 0.0},
+        "neighbor": {"rouge": 0.0, "probability": 0.00026447771225460224, "truth_ratio": 0.09394311355049208, "token_entropy": 0.7375320745066496, "cosine_similarity": 0.7478615204789055, "entailment": 0.0},
+    },
+        "aggregates": {"model_utility": 0.0, "mu_retain": 0.0, "forget_efficacy": 0.8397830592581201, "tofu_model_utility": None},
+        "generations_sha256": {"forget": "e33b37a66629db31", "neighbor": "697408ce8ab2b960"}},
+}
+
+
+@pytest.mark.parametrize("family, split", [("tofu", "forget01"), ("real_world", "real_world")])
+def test_six_metrics_of_a_fixed_model_do_not_move(tiny_model_dir, data_dir, tmp_path, family, split):
+    """The oracle of today's numbers: the tiny fixed model's six set means, aggregates and
+    greedy generations, captured before the metric registry replaced the hand-built records."""
+    cfg = make_cfg(tiny_model_dir, data_dir)
+    cfg.eval.max_new_tokens = 24
+    sets = tofu.eval_sets(data_dir, split, ["1"], ds_size=3)
+    summary = ev.evaluate_model(tiny_model_dir, cfg, sets, family, tmp_path, ev.Judges(StubEmbedder(), OverlapNLI()),
+                                progress=False)
+    pinned = PINNED[family]
+    for name, means in pinned["sets"].items():
+        assert {m: summary["sets"][name][m] for m in means} == pytest.approx(means, abs=1e-9), name
+        generations = [r["generation"] for r in ev.read_records(tmp_path / f"{name}.jsonl")]
+        assert hashlib.sha256(json.dumps(generations).encode()).hexdigest()[:16] == pinned["generations_sha256"][name]
+    assert {k: summary["aggregates"][k] for k in pinned["aggregates"]} == pytest.approx(pinned["aggregates"], abs=1e-9)
