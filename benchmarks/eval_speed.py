@@ -44,7 +44,8 @@ METRICS = ("rouge", "probability", "truth_ratio", "token_entropy", "cosine_simil
 # --------------------------------------------------------------------------- judge
 def nli_judge(tmp: Path):
     """The cached offline NLI judge if one is built, else a tiny random BERT NLI classifier."""
-    from unlearnlm.evaluation.judges.nli import JUDGE_INFO, NLIJudge
+    from unlearnlm.evaluation.judges.labels import JUDGE_INFO
+    from unlearnlm.evaluation.judges.nli import NLIJudge
     from unlearnlm.models.offline import cache_root
 
     built = sorted(d for d in (cache_root() / "judges").glob("nli-*")
@@ -82,7 +83,7 @@ def naive_example(model, tok, fmt, row, spec, direction, judges, max_new_tokens,
 
     from unlearnlm.data.prompts import answer_ids, eos_id, prompt_ids
     from unlearnlm.evaluation.generation import decode, stop_ids, trim_at_stop
-    from unlearnlm.evaluation.judges.nli import nli_reference
+    from unlearnlm.evaluation.judges.labels import nli_reference
     from unlearnlm.evaluation.metrics import (
         cosine_score, entailment_score, normalized_probability, probability, rouge_l_recall,
         token_entropy, truth_ratio_raw, truth_ratio_score,
@@ -156,9 +157,13 @@ def main() -> int:
     from unlearnlm.config.schema import RunConfig
     from unlearnlm.data import tofu
     from unlearnlm.data.loading import resolve_data_dir
-    from unlearnlm.evaluation.evaluate import Judges, score_set
+    from unlearnlm.evaluation.aggregates import MU_METRICS
+    from unlearnlm.evaluation.evaluate import score_set
     from unlearnlm.evaluation.judges.embedder import SentenceEmbedder
-    from unlearnlm.evaluation.metrics import entailment_direction, eval_set
+    from unlearnlm.evaluation.judges.factory import Judges
+    from unlearnlm.evaluation.registry import METRICS as METRIC_REGISTRY
+    from unlearnlm.evaluation.sets import entailment_direction, eval_set
+    from unlearnlm.evaluation.stages import SetInputs
     from unlearnlm.models.loading import use_bf16
 
     bf16 = use_bf16("auto") if args.dtype == "auto" else args.dtype == "bf16"
@@ -176,8 +181,14 @@ def main() -> int:
               f"({pairs} likelihood pairs); max_new_tokens {args.max_new_tokens}; eval batch size "
               f"{cfg.eval.batch_size}\nembedder {judges.embedder.name}; NLI judge: {nli_desc}", flush=True)
 
+        six = [METRIC_REGISTRY.get(m) for m in MU_METRICS]
+
+        def inputs(some_rows, name):
+            return SetInputs(model, tok, fmt, some_rows, spec, direction, judges, cfg.eval.max_new_tokens,
+                             cfg.eval.batch_size, bf16, name, progress=False)
+
         # warm-up both paths on one row (kernels, allocator, tokenizers), not timed
-        score_set(model, tok, fmt, rows[:2], spec, direction, judges, cfg, bf16, "warmup", progress=False)
+        score_set(inputs(rows[:2], "warmup"), six)
         naive_example(model, tok, fmt, rows[0], spec, direction, judges, args.max_new_tokens, args.pad_to, bf16,
                       common.Stopwatch())
 
@@ -203,8 +214,7 @@ def main() -> int:
         naive_until(args.naive_budget / 2, "first half of the budget")
         print(f"\n-- batched (score_set) on {len(rows)} rows; load {common.load_average()}", flush=True)
         t = time.perf_counter()
-        batched, stages = score_set(model, tok, fmt, rows, spec, direction, judges, cfg, bf16, "retain",
-                                    progress=False)
+        batched, stages = score_set(inputs(rows, "retain"), six)
         t_batched = time.perf_counter() - t
         print(f"   {t_batched:.1f}s = {len(rows) / t_batched:.3f} examples/s; stages "
               + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)

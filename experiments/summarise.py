@@ -12,11 +12,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from unlearnlm.evaluation.evaluate import read_records
-from unlearnlm.evaluation.metrics import METRICS as METRIC_REGISTRY
+from unlearnlm.evaluation.aggregates import MU_METRICS
+from unlearnlm.evaluation.store import read_records
 from unlearnlm.reports.runs import RESULTS_FILE, is_final, load_results
 
-METRICS = tuple(METRIC_REGISTRY.names())
+METRICS = MU_METRICS  # the paper's six, in the tables' order
 GRID_RUNS = ("grid-lr1e-4", "grid-lr5e-5")  # the first sets the method order (experiments/grid.yaml)
 SEED_RUNS = ("grid-lr1e-4", "grid-lr1e-4-seed1")  # the same grid under unlearning seeds 0 and 1
 # Baselines whose defaults barely moved the 135M target, one more setting each (issue 15).
@@ -88,13 +88,10 @@ def select_lr(runs: list[dict], fe_bar: float) -> dict:
     return max(ok, key=lambda r: _agg(r, "forget_efficacy"))
 
 
-def grid_tables(root: Path, fe_bar: float | None = None) -> str:
-    """The grid's every-run and selected-run tables. ``fe_bar``: the selection bar, when it is
-    not the median FE of the runs found (a partial grid held to the full grid's bar)."""
+def _grid(root: Path, fe_bar: float | None) -> tuple[dict, dict[str, list[dict]], dict | None, float]:
+    """(the grid runs found, each method's final rows, the target row, the selection bar)."""
     results = {name: _load(root, name) for name in GRID_RUNS}
     present = {k: v for k, v in results.items() if v}
-    if not present:
-        return "## Fictitious grid\n\nNo grid run found.\n"
     by_method: dict[str, list[dict]] = {}
     target = None
     for res in present.values():
@@ -104,8 +101,16 @@ def grid_tables(root: Path, fe_bar: float | None = None) -> str:
             elif row.get("method") and is_final(row):
                 by_method.setdefault(row["method"], []).append(row)
     fes = [_agg(r, "forget_efficacy") for runs in by_method.values() for r in runs if r["status"] == "ok"]
+    return present, by_method, target, fe_bar if fe_bar is not None else statistics.median(fes) if fes else 0.0
+
+
+def grid_tables(root: Path, fe_bar: float | None = None) -> str:
+    """The grid's every-run and selected-run tables. ``fe_bar``: the selection bar, when it is
+    not the median FE of the runs found (a partial grid held to the full grid's bar)."""
     bar_source = "given on the command line" if fe_bar is not None else "grid-wide median FE"
-    fe_bar = fe_bar if fe_bar is not None else statistics.median(fes) if fes else 0.0
+    present, by_method, target, fe_bar = _grid(root, fe_bar)
+    if not present:
+        return "## Fictitious grid\n\nNo grid run found.\n"
     lrs = sorted({r["lr"] for runs in by_method.values() for r in runs})
     out = ["## Fictitious grid: every run", "",
            f"Runs found: {', '.join(present)}. Selection bar ({bar_source}): {fe_bar:.3f}.", "",
@@ -132,6 +137,43 @@ def grid_tables(root: Path, fe_bar: float | None = None) -> str:
                    f"{_num(_agg(row, 'tofu_model_utility'))} | {_num(_agg(row, 'forget_efficacy'))} | "
                    f"{_fq(row)} | " + " | ".join(_six(row, s) for s in ("forget", "retain", "real_authors", "world_facts"))
                    + f" | {zero_scores(row)} |")
+    return "\n".join(out) + "\n"
+
+
+# Issue 16: fresh evaluations of the grid's selected models (scripts/reproduce.sh, privacy), with a setting
+# label when the run is a sweep's.
+PRIVACY_RUNS = (("privacy-lr1e-4", ""), ("privacy-lr5e-5", ""), ("privacy-rmu-lr1e-2", "RMU lr 1e-2"),
+                ("privacy-simnpo-fc1", "forget_coeff 1"))
+PRIVACY_COLUMNS = (("privleak", "privleak"), ("AUC Min-K%", "auc_mia_min_k"), ("AUC Min-K%++", "auc_mia_min_k_plus_plus"),
+                   ("AUC LOSS", "auc_mia_loss"), ("AUC ZLib", "auc_mia_zlib"), ("AUC GradNorm", "auc_mia_gradnorm"),
+                   ("AUC Ref", "auc_mia_reference"))
+
+
+def privacy_table(root: Path, runs: tuple[tuple[str, str], ...] = PRIVACY_RUNS) -> str:
+    """Privacy and memorisation of the target and every method of the privacy runs (fresh
+    evaluations of the grid's selected models): privleak and the attacks' AUCs (forget vs
+    holdout; the retain model as reference), forget-set exact memorisation (EM) and extraction
+    strength (XS)."""
+    found = [(name, setting, res) for name, setting in runs if (res := _load(root, name))]
+    if not found:
+        return "## Privacy and memorisation\n\nNo privacy run found.\n"
+    holdout = next((res.get("holdout") for _, _, res in found if res.get("holdout")), "-")
+    out = ["## Privacy and memorisation", "", f"Runs found: {', '.join(n for n, _, _ in found)}. "
+           f"Holdout set: {holdout}.", "",
+           "| model | setting | FE | " + " | ".join(name for name, _ in PRIVACY_COLUMNS) + " | EM | XS |",
+           "| --- | --- | ---: | " + " | ".join("---:" for _ in PRIVACY_COLUMNS) + " | ---: | ---: |"]
+    rows = [("target", "-", found[0][2]["rows"][0])] + [
+        (row["label"], setting or f"lr {_lr(row.get('lr'))}", row)
+        for _, setting, res in found for row in res["rows"] if row.get("method") and is_final(row)]
+    for label, setting, row in rows:
+        if row["status"] != "ok":
+            out.append(f"| {label} | {setting} | failed |")
+            continue
+        forget, leak = row["sets"].get("forget", {}), _agg(row, "privleak")
+        out.append(f"| {label} | {setting} | {_num(_agg(row, 'forget_efficacy'))} | "
+                   + ("-" if leak is None else f"{leak:.1f}") + " | "
+                   + " | ".join(_num(_agg(row, k)) for _, k in PRIVACY_COLUMNS[1:])
+                   + f" | {_num(forget.get('exact_memorisation'))} | {_num(forget.get('extraction_strength'))} |")
     return "\n".join(out) + "\n"
 
 
@@ -274,11 +316,12 @@ def main(argv: list[str]) -> int:
     root = Path(args.runs)
     sweeps = [family_table(root, name, title) for name, title in SWEEP_RUNS]
     if args.grid_only:
-        print("\n".join([grid_tables(root, args.fe_bar), *sweeps]))
+        print("\n".join([grid_tables(root, args.fe_bar), *sweeps, privacy_table(root)]))
         return 0
     print("\n".join([
         grid_tables(root),
         *sweeps,
+        privacy_table(root),
         seed_table(root),
         quality_table(root),
         continual_table(root),

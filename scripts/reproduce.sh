@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rerun every study of docs/results.md (issues 8 and 15), then write its tables and report figures.
+# Rerun every study of docs/results.md (issues 8, 15 and 16), then write its tables and report figures.
 #   bash scripts/reproduce.sh            # runs/ and docs/results/tables.md
 # Resumable: after an interruption, the same command reuses every finished model and evaluation.
 # The studies run in two lanes of one CPU thread each (about 1.2x the throughput of one
@@ -39,6 +39,29 @@ lane_b() {
       "methods=[SatImp+GD]" unlearn.per_method.SatImp+GD.forget_coeff=$fc.0
   done
 }
+seed_models() {  # seed_models FROM TO METHOD...: reuse FROM's finished models in run TO (hard links)
+  local from=$1 to=$2; shift 2
+  mkdir -p "runs/$to/models"
+  for m in "$@"; do
+    [ -e "runs/$to/models/$m" ] || cp -al "runs/$from/models/$m" "runs/$to/models/$m" 2>/dev/null \
+      || cp -a "runs/$from/models/$m" "runs/$to/models/$m"
+  done
+}
+privacy() {  # issue 16: privacy and memorisation metrics of the selected runs, fresh evaluations of their models
+  local grid=(--preset experiments/grid.yaml)
+  seed_models demo2 privacy-lr1e-4 GA+GD NPO+GD ME+GD IDK+AP  # the demo's four = the grid's lr 1e-4 runs
+  seed_models grid-lr1e-4 privacy-lr1e-4 SimNPO+GD RMU UNDIAL+GD WGA+GD SatImp+GD CEU+GD
+  study privacy-lr1e-4 "${grid[@]}" unlearn.train.lr=1e-4 run_name=privacy-lr1e-4 \
+    "methods=[GA+GD,NPO+GD,ME+GD,IDK+AP,SimNPO+GD,RMU,UNDIAL+GD,WGA+GD,SatImp+GD,CEU+GD]"
+  seed_models grid-lr5e-5 privacy-lr5e-5 PDU
+  study privacy-lr5e-5 "${grid[@]}" unlearn.train.lr=5e-5 run_name=privacy-lr5e-5 "methods=[PDU]"
+  seed_models sweep-rmu-lr1e-2 privacy-rmu-lr1e-2 RMU
+  study privacy-rmu-lr1e-2 "${grid[@]}" unlearn.train.lr=1e-4 run_name=privacy-rmu-lr1e-2 "methods=[RMU]" \
+    unlearn.per_method.RMU.lr=1e-2
+  seed_models sweep-simnpo-fc1 privacy-simnpo-fc1 SimNPO+GD
+  study privacy-simnpo-fc1 "${grid[@]}" unlearn.train.lr=1e-4 run_name=privacy-simnpo-fc1 "methods=[SimNPO+GD]" \
+    unlearn.per_method.SimNPO+GD.forget_coeff=1.0
+}
 if [ "${LANES:-2}" = 1 ]; then
   lane_a && lane_b
 else
@@ -47,6 +70,7 @@ else
   lane_b & b=$!
   wait $a && wait $b
 fi
+OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 privacy
 .venv/bin/unlearnlm report runs/grid-lr1e-4 runs/grid-lr5e-5 --out runs/grid-report > /dev/null
 for run in grid-lr1e-4 grid-lr5e-5 grid-lr1e-4-seed1 continual gemma real_world demo2; do
   .venv/bin/unlearnlm report "runs/$run" > /dev/null
@@ -58,5 +82,8 @@ cp runs/continual/figures/continual.png docs/img/continual.png
 .venv/bin/unlearnlm report runs/grid-lr1e-4 runs/grid-lr5e-5 runs/sweep-rmu-lr1e-2 runs/sweep-satimp-fc10 \
   runs/sweep-simnpo-fc1 --out runs/baselines-report
 cp runs/baselines-report/figures/mu_fe.png docs/img/baselines_mu_fe.png
+.venv/bin/unlearnlm report runs/privacy-lr1e-4 runs/privacy-lr5e-5 runs/privacy-rmu-lr1e-2 runs/privacy-simnpo-fc1 \
+  --out runs/privacy-report > /dev/null
+cp runs/privacy-report/figures/privleak_fe.png docs/img/privleak_fe.png
 .venv/bin/python experiments/summarise.py runs > docs/results/tables.md
 echo "tables: docs/results/tables.md; reports: runs/*/report.html"

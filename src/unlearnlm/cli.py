@@ -6,7 +6,7 @@
     unlearnlm unlearn --model DIR method=IDK+AP --output out/idk_ap
     unlearnlm eval --model DIR --output out/eval
     unlearnlm report runs/demo
-    unlearnlm methods | models list | data | judge
+    unlearnlm methods | metrics | models list | data | judge
 """
 from __future__ import annotations
 
@@ -61,7 +61,9 @@ def cmd_unlearn(args) -> None:
 def cmd_eval(args) -> None:
     from unlearnlm.data import tofu
     from unlearnlm.data.loading import resolve_data_dir
-    from unlearnlm.evaluation.evaluate import evaluate_model, exclude_questions_for, forget_quality_for, load_judges
+    from unlearnlm.data.holdout import holdout_rows
+    from unlearnlm.evaluation.evaluate import evaluate_model, forget_quality_for, retain_relative_for
+    from unlearnlm.evaluation.judges.factory import exclude_questions_for, load_judges
     from unlearnlm.reports.runs import fmt
 
     from unlearnlm.models.loading import resolve_model
@@ -69,6 +71,10 @@ def cmd_eval(args) -> None:
     cfg = _config(args)
     resolve_model(args.model, cfg.model.cache_dir)  # a bad model path fails before any judge is built
     sets = tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, cfg.data.tasks, cfg.eval.ds_size)
+    holdout, source = holdout_rows(cfg)
+    print(f"holdout set: {source}")
+    if holdout:
+        sets["holdout"] = holdout[: cfg.eval.ds_size]
     judges = load_judges(cfg, exclude_questions_for(cfg))
     family = "real_world" if cfg.data.split == tofu.REAL_WORLD else "tofu"
     out = Path(args.output or Path(cfg.output_dir) / cfg.run_name / "eval" / Path(args.model).name)
@@ -78,6 +84,7 @@ def cmd_eval(args) -> None:
     agg = dict(summary["aggregates"])
     if args.retain_eval:
         agg["forget_quality"] = forget_quality_for(out, args.retain_eval)
+        agg.update(retain_relative_for(out, args.retain_eval))
     print("  ".join(f"{k}={fmt(v)}" for k, v in agg.items()))
     print(f"entailment judge: {summary['judges']['nli']}; results: {out}")
 
@@ -102,6 +109,21 @@ def cmd_methods(args) -> None:
         print(f"  {name:8s} {line}")
     print("\nCombine any forget loss with any regulariser as F+R (e.g. SimNPO+GD), or use it alone (F, or F+none); "
           "options and formulas: docs/method.md")
+
+
+def cmd_metrics(args) -> None:
+    from unlearnlm.evaluation.registry import METRICS
+
+    print("Metrics (eval.metrics=[...]; default: all whose inputs exist):")
+    for entry in METRICS:
+        m = entry.obj
+        where = "/".join(sorted(m.kinds)) + ("" if len(m.families) > 1 else f" ({', '.join(m.families)})")
+        enters = f"; enters {', '.join(sorted(m.enters))}" if m.enters else ""
+        print(f"  {entry.name:20s} {entry.description} [{where}; {'higher' if m.higher_is_better else 'lower'} "
+              f"= more retained{enters}]")
+    print("\nAggregates: MU, MU Retain, FE, TOFU MU from the set means; the membership-inference metrics' ROC AUC "
+          "(forget vs holdout); with the retain model: Forget Quality, privleak, the Reference attack. "
+          "Definitions: docs/method.md, section 7")
 
 
 def cmd_models(args) -> None:
@@ -150,7 +172,7 @@ def cmd_push(args) -> None:
 
 
 def cmd_judge(args) -> None:
-    from unlearnlm.evaluation.evaluate import exclude_questions_for, load_judges
+    from unlearnlm.evaluation.judges.factory import exclude_questions_for, load_judges
 
     cfg = _config(args)
     judges = load_judges(cfg, exclude_questions_for(cfg))
@@ -188,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: the run directory)")
     p.set_defaults(fn=cmd_report)
     sub.add_parser("methods", help="list unlearning methods").set_defaults(fn=cmd_methods)
+    sub.add_parser("metrics", help="list evaluation metrics").set_defaults(fn=cmd_metrics)
     p = sub.add_parser("models", help="list or prepare the offline models")
     p.add_argument("action", choices=("list", "prepare"), nargs="?", default="list")
     p.add_argument("names", nargs="*")

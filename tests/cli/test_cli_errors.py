@@ -23,13 +23,13 @@ def _work_started(*args, **kwargs):
 @pytest.fixture
 def no_work(monkeypatch):
     """Stub everything slow that a command would call after its input checks."""
-    import unlearnlm.evaluation.evaluate as evaluate
+    import unlearnlm.evaluation.judges.factory as factory
     import unlearnlm.pipeline.scenarios as scenarios
     import unlearnlm.pipeline.start as start
 
     for module, name in ((scenarios, "load_judges"), (start, "finetune_models"),
                          (scenarios, "evaluate_model"), (scenarios, "unlearn_model"),
-                         (evaluate, "load_judges")):
+                         (factory, "load_judges")):
         monkeypatch.setattr(module, name, _work_started)
 
 
@@ -85,18 +85,18 @@ def test_unknown_preset(capsys, no_work):
 def test_eval_model_path_missing(capsys, no_work, data_dir, tmp_path, monkeypatch):
     # cmd_eval loads the judges before it resolves the model: stub them (see no_work)
     # so that a wrong --model is reported without building the offline NLI judge.
-    import unlearnlm.evaluation.evaluate as evaluate
+    import unlearnlm.evaluation.judges.factory as factory
 
-    monkeypatch.setattr(evaluate, "load_judges", lambda *a, **k: object())
+    monkeypatch.setattr(factory, "load_judges", lambda *a, **k: object())
     line = _run_cli(capsys, ["eval", "--model", "/nonexistent/dir", "--data-dir", str(data_dir),
                              "--output", str(tmp_path / "out"), f"output_dir={tmp_path}"])
     assert "/nonexistent/dir" in line and "no such directory" in line
 
 
 def test_eval_model_folder_without_model(capsys, no_work, data_dir, tmp_path, monkeypatch):
-    import unlearnlm.evaluation.evaluate as evaluate
+    import unlearnlm.evaluation.judges.factory as factory
 
-    monkeypatch.setattr(evaluate, "load_judges", lambda *a, **k: object())
+    monkeypatch.setattr(factory, "load_judges", lambda *a, **k: object())
     empty = tmp_path / "empty_model"
     empty.mkdir()
     line = _run_cli(capsys, ["eval", "--model", str(empty), "--data-dir", str(data_dir),

@@ -14,10 +14,11 @@ from unlearnlm.data import tofu
 from unlearnlm.data.loading import resolve_data_dir
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.evaluation import evaluate as ev
-from unlearnlm.evaluation.aggregates import aggregate
-from unlearnlm.evaluation.metrics import METRICS, eval_set
+from unlearnlm.evaluation.aggregates import MU_METRICS, aggregate
+from unlearnlm.evaluation.judges.factory import Judges, exclude_questions_for, load_judges
+from unlearnlm.evaluation.sets import eval_set
 
-SIX = METRICS.names()
+SIX = MU_METRICS
 
 
 class StubEmbedder:
@@ -85,7 +86,8 @@ def check_outputs(out_dir, sets, family, summary):
         records = [json.loads(line) for line in (out_dir / f"{name}.jsonl").read_text().splitlines()]
         set_summary = json.loads((out_dir / f"{name}.summary.json").read_text())
         assert len(records) == set_summary["n"] == len(rows) == 3
-        assert set(set_summary["stage_seconds"]) == {"generation", "likelihood", "embedding", "nli"}
+        memorisation = {"token_stats"} if spec.is_forget else set()  # exact memorisation, extraction strength
+        assert set(set_summary["stage_seconds"]) == {"generation", "likelihood", "embedding", "nli"} | memorisation
         for rec, row in zip(records, rows):
             assert rec["question"] == row["question"] and rec["reference"] == row[spec.truth_key]
             for m in SIX:
@@ -117,7 +119,7 @@ def test_tofu_end_to_end_and_resume(tiny_model_dir, data_dir, tmp_path, monkeypa
     sets = tofu.eval_sets(data_dir, "forget01", ["1"], ds_size=3)
     assert set(sets) == {"forget", "retain", "real_authors", "world_facts"}
     nli = StubNLI()
-    judges = ev.Judges(StubEmbedder(), nli)
+    judges = Judges(StubEmbedder(), nli)
     out = tmp_path / "eval"
     summary = ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", out, judges, progress=False)
     check_outputs(out, sets, "tofu", summary)
@@ -137,7 +139,7 @@ def test_tofu_end_to_end_and_resume(tiny_model_dir, data_dir, tmp_path, monkeypa
     def boom(*a, **k):
         raise AssertionError("recomputed a finished set")
 
-    monkeypatch.setattr(ev, "generate_greedy", boom)
+    monkeypatch.setattr("unlearnlm.evaluation.stages.generate_greedy", boom)
     monkeypatch.setattr("unlearnlm.models.loading.load_model", boom)
     again = ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", out, judges, progress=False)
     assert again["sets"] == summary["sets"] and again["aggregates"] == summary["aggregates"]
@@ -153,7 +155,7 @@ def test_tofu_end_to_end_and_resume(tiny_model_dir, data_dir, tmp_path, monkeypa
     other.name = "another-nli"
     with pytest.raises(AssertionError, match="recomputed"):
         ev.evaluate_model(tiny_model_dir, cfg, {"forget": sets["forget"]}, "tofu", out,
-                          ev.Judges(StubEmbedder(), other), progress=False)
+                          Judges(StubEmbedder(), other), progress=False)
 
     # Forget quality against itself: identical distributions, p-value 1.
     assert ev.forget_quality_for(out, out) == pytest.approx(1.0)
@@ -170,7 +172,7 @@ def test_real_world_end_to_end_with_lm_eval(tiny_model_dir, data_dir, tmp_path, 
     assert set(sets) == {"forget", "neighbor"}
     nli = StubNLI()
     out = tmp_path / "eval_rw"
-    summary = ev.evaluate_model(tiny_model_dir, cfg, sets, "real_world", out, ev.Judges(StubEmbedder(), nli),
+    summary = ev.evaluate_model(tiny_model_dir, cfg, sets, "real_world", out, Judges(StubEmbedder(), nli),
                                 progress=False)
     check_outputs(out, sets, "real_world", summary)
     assert summary["aggregates"]["tofu_model_utility"] is None
@@ -181,7 +183,7 @@ def test_real_world_end_to_end_with_lm_eval(tiny_model_dir, data_dir, tmp_path, 
     assert json.loads((out / "lm_eval.json").read_text())["mmlu_offline"] == mmlu
     # resumed: the stored result is read back, not recomputed (lm-eval is not called again)
     monkeypatch.setattr("unlearnlm.evaluation.harness.run_lm_eval", lambda *a, **k: pytest.fail("recomputed"))
-    again = ev.evaluate_model(tiny_model_dir, cfg, sets, "real_world", out, ev.Judges(StubEmbedder(), nli),
+    again = ev.evaluate_model(tiny_model_dir, cfg, sets, "real_world", out, Judges(StubEmbedder(), nli),
                               progress=False)
     assert again["lm_eval"] == summary["lm_eval"]
 
@@ -189,17 +191,17 @@ def test_real_world_end_to_end_with_lm_eval(tiny_model_dir, data_dir, tmp_path, 
 def test_exclude_questions_for(data_dir):
     cfg = RunConfig()
     cfg.data.data_dir = str(data_dir)
-    qs = ev.exclude_questions_for(cfg)
+    qs = exclude_questions_for(cfg)
     full = tofu.eval_sets(data_dir, "forget01", ["1"], ds_size=10**9)
     assert qs == {r["question"] for rows in full.values() for r in rows}
     assert {r["question"] for r in full["forget"]} <= qs and len(full["forget"]) == 40
     cfg.data.split = "real_world"
-    assert ev.exclude_questions_for(cfg) == set()
+    assert exclude_questions_for(cfg) == set()
 
 
 def test_load_judges_wiring(data_dir, tmp_path, monkeypatch):
     """Config fields reach the judge constructors (no model is loaded here)."""
-    from unlearnlm.evaluation.judges import embedder, nli
+    from unlearnlm.evaluation.judges import embedder, factory
 
     seen = {}
     def fake_embedder(spec):
@@ -212,16 +214,15 @@ def test_load_judges_wiring(data_dir, tmp_path, monkeypatch):
         seen["nli"] = (spec, data, set(exclude), cache_dir)
         return StubNLI()
 
-    monkeypatch.setattr(nli, "load_nli_judge", fake_nli)
+    monkeypatch.setattr(factory, "load_nli_judge", fake_nli)
     cfg = RunConfig()
     cfg.data.data_dir = str(data_dir)
     cfg.model.cache_dir = str(tmp_path)
     cfg.eval.embedder = "minilm"
-    judges = ev.load_judges(cfg, {"q1"}, progress=False)
+    judges = load_judges(cfg, {"q1"}, progress=False)
     assert seen["emb"] == "minilm"
     assert seen["nli"] == ("offline", data_dir, {"q1"}, tmp_path / "judges")
     assert judges.describe()["nli"] == "stub-nli"
-
 
 
 PINNED = {  # captured before the metric registry (issue 16), max_new_tokens 24, OverlapNLI
@@ -249,7 +250,7 @@ def test_six_metrics_of_a_fixed_model_do_not_move(tiny_model_dir, data_dir, tmp_
     cfg = make_cfg(tiny_model_dir, data_dir)
     cfg.eval.max_new_tokens = 24
     sets = tofu.eval_sets(data_dir, split, ["1"], ds_size=3)
-    summary = ev.evaluate_model(tiny_model_dir, cfg, sets, family, tmp_path, ev.Judges(StubEmbedder(), OverlapNLI()),
+    summary = ev.evaluate_model(tiny_model_dir, cfg, sets, family, tmp_path, Judges(StubEmbedder(), OverlapNLI()),
                                 progress=False)
     pinned = PINNED[family]
     for name, means in pinned["sets"].items():
@@ -257,3 +258,34 @@ def test_six_metrics_of_a_fixed_model_do_not_move(tiny_model_dir, data_dir, tmp_
         generations = [r["generation"] for r in ev.read_records(tmp_path / f"{name}.jsonl")]
         assert hashlib.sha256(json.dumps(generations).encode()).hexdigest()[:16] == pinned["generations_sha256"][name]
     assert {k: summary["aggregates"][k] for k in pinned["aggregates"]} == pytest.approx(pinned["aggregates"], abs=1e-9)
+
+
+def test_new_metrics_extend_stored_sets_without_recomputing_them(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    """Results computed before the privacy metrics existed gain them in place: token statistics
+    and gradients run, generations do not; the holdout set gets the membership scores only."""
+    cfg = make_cfg(tiny_model_dir, data_dir)
+    cfg.eval.metrics = list(SIX)
+    sets = tofu.eval_sets(data_dir, "forget01", ["1"], ds_size=3)
+    sets = {"forget": sets["forget"], "retain": sets["retain"], "holdout": sets["retain"][::-1]}
+    judges = Judges(StubEmbedder(), StubNLI())
+    first = ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", tmp_path, judges, progress=False)
+    assert "mia_loss" not in first["sets"]["forget"] and first["sets"]["holdout"] == {}
+    before = ev.read_records(tmp_path / "forget.jsonl")
+
+    def boom(*a, **k):
+        raise AssertionError("regenerated a stored set")
+
+    monkeypatch.setattr("unlearnlm.evaluation.stages.generate_greedy", boom)
+    cfg.eval.metrics = None  # every metric whose inputs exist
+    second = ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", tmp_path, judges, progress=False)
+    after = ev.read_records(tmp_path / "forget.jsonl")
+    assert [{k: r[k] for k in before[0]} for r in after] == before  # the stored fields are kept as they were
+    assert {"mia_loss", "mia_min_k", "mia_gradnorm", "exact_memorisation", "extraction_strength"} <= set(after[0])
+    assert set(second["sets"]["holdout"]) == {"mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus",
+                                              "mia_gradnorm"}
+    summary = json.loads((tmp_path / "forget.summary.json").read_text())
+    assert summary["metrics"][:6] == list(SIX) and "token_stats" in summary["stage_seconds"]
+    holdout = ev.read_records(tmp_path / "holdout.jsonl")
+    assert second["aggregates"]["auc_mia_loss"] == pytest.approx(
+        sum((h["mia_loss"] > f["mia_loss"]) + 0.5 * (h["mia_loss"] == f["mia_loss"]) for f in after for h in holdout) / 9)
+    assert second["sets"]["retain"] == first["sets"]["retain"]  # nothing new applies to a utility set

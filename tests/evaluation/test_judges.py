@@ -16,13 +16,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from unlearnlm.errors import ConfigError, DataError, ModelError  # noqa: E402
 from unlearnlm.evaluation.judges.embedder import SentenceEmbedder, packaged_minilm_path  # noqa: E402
-from unlearnlm.evaluation.judges.nli import (  # noqa: E402
-    LABELS,
-    NLIJudge,
-    entailment_label_id,
-    load_nli_judge,
-    normalize_labels,
-)
+from unlearnlm.evaluation.judges.factory import load_nli_judge  # noqa: E402
+from unlearnlm.evaluation.judges.labels import LABELS, entailment_label_id, normalize_labels  # noqa: E402
+from unlearnlm.evaluation.judges.nli import NLIJudge  # noqa: E402
 from unlearnlm.evaluation.judges.nli_offline import offline_judge_key  # noqa: E402
 from unlearnlm.evaluation.judges.nli_pairs import make_nli_pairs  # noqa: E402
 

@@ -8,13 +8,8 @@ import pytest
 
 from unlearnlm.errors import ConfigError
 from unlearnlm.evaluation.metrics import (
-    EVAL_SETS,
-    METRICS,
     cosine_score,
-    entailment_direction,
     entailment_score,
-    eval_set,
-    is_forget_set,
     normalized_probability,
     probability,
     rouge_l_recall,
@@ -22,6 +17,8 @@ from unlearnlm.evaluation.metrics import (
     truth_ratio_raw,
     truth_ratio_score,
 )
+from unlearnlm.evaluation.registry import METRICS, STAGES
+from unlearnlm.evaluation.sets import EVAL_SETS, entailment_direction, eval_set, is_forget_set, set_kind
 
 
 def test_rouge_l_recall_lcs_over_reference_length():
@@ -134,7 +131,7 @@ def test_entailment_score_rouge_floor(is_ent, rouge, expected):
 
 
 @pytest.mark.parametrize(
-    "set_name, scenario, direction",
+    "set_name, family, direction",
     [
         ("forget", "tofu", ("generation", "reference")),
         ("retain", "tofu", ("reference", "generation")),
@@ -144,18 +141,17 @@ def test_entailment_score_rouge_floor(is_ent, rouge, expected):
         ("neighbor", "real_world", ("generation", "reference")),
     ],
 )
-def test_entailment_direction(set_name, scenario, direction):
-    assert entailment_direction(set_name, scenario) == direction
+def test_entailment_direction(set_name, family, direction):
+    assert entailment_direction(set_name, family) == direction
 
 
 def test_metric_registry():
-    assert METRICS.names() == [
+    assert METRICS.names()[:6] == [
         "rouge", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment",
     ]
-    allowed = {"generation", "likelihood", "embedding", "nli"}
     for entry in METRICS:
-        assert entry.obj.needs and entry.obj.needs <= allowed
-        assert entry.obj.higher_is_better is True
+        assert entry.obj.needs and entry.obj.needs <= set(STAGES)
+        assert entry.obj.higher_is_better is not entry.name.startswith("mia_")  # lower MIA score = member
         assert entry.description
     assert METRICS.get("entailment").needs == {"generation", "nli"}
     with pytest.raises(ConfigError, match="did you mean 'rouge'"):
@@ -164,8 +160,9 @@ def test_metric_registry():
 
 def test_eval_set_table():
     tofu, rw = EVAL_SETS["tofu"], EVAL_SETS["real_world"]
-    assert set(tofu) == {"forget", "retain", "real_authors", "world_facts"}
+    assert set(tofu) == {"forget", "retain", "real_authors", "world_facts", "holdout"}
     assert set(rw) == {"forget", "neighbor"}
+    assert set_kind("holdout") == "holdout" and set_kind("neighbor") == "utility"
     assert {s.truth_key for s in tofu.values()} == {"answer"}
     assert {s.truth_key for s in rw.values()} == {"golden_answer"}
     assert eval_set("retain", "tofu").truth_ratio_base_key == "paraphrased_answer"
@@ -186,4 +183,4 @@ def test_eval_set_unknown_names():
     with pytest.raises(ConfigError):
         eval_set("neighbor", "tofu")
     with pytest.raises(ConfigError):
-        is_forget_set("holdout")
+        is_forget_set("holdin")

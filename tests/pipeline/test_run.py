@@ -16,16 +16,20 @@ def test_run_writes_results_report_and_resumes(tiny_run_overrides, tmp_path, cap
     results = json.loads((run_dir / "results.json").read_text())
     labels = [r["label"] for r in results["rows"]]
     assert labels == ["target", "ME+GD", "IDK+AP"]
+    assert "never saw" in results["holdout"]  # the tiny target saw 5 authors: a holdout of unseen ones
     for row in results["rows"]:
-        assert set(row["sets"]) == {"forget", "retain", "real_authors", "world_facts"}
+        assert set(row["sets"]) == {"forget", "retain", "real_authors", "world_facts", "holdout"}
+        # the retain model is there: privleak and the attacks' AUCs are filled in
+        assert row["aggregates"]["privleak"] is not None and 0 <= row["aggregates"]["auc_mia_min_k"] <= 1
+        assert 0 <= row["aggregates"]["auc_mia_reference"] <= 1
         assert 0 <= row["aggregates"]["model_utility"] <= 1
         assert row["aggregates"]["forget_quality"] is not None
         # the per-set means in results.json are the means of the per-example records
         records = [json.loads(l) for l in (run_dir / row["eval_dir"] / "forget.jsonl").read_text().splitlines()]
         mean_rouge = sum(r["rouge"] for r in records) / len(records)
         assert abs(mean_rouge - row["sets"]["forget"]["rouge"]) < 1e-9
-    # the retain model is evaluated on the forget set alone (all Forget Quality needs)
-    assert sorted(p.name for p in (run_dir / "eval" / "retain_model").glob("*.jsonl")) == ["forget.jsonl"]
+    # the retain model is evaluated on the forget set (Forget Quality) and the holdout set (privleak) alone
+    assert sorted(p.name for p in (run_dir / "eval" / "retain_model").glob("*.jsonl")) == ["forget.jsonl", "holdout.jsonl"]
     # table, CSV, figures and HTML agree with results.json
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -56,7 +60,7 @@ def test_continual_scenario_chains_tasks(tiny_run_overrides, tmp_path):
     first = json.loads((run_dir / "models" / "IDK+GD_task1" / "unlearnlm_manifest.json").read_text())
     assert second["n_retain"] < first["n_retain"]  # the retain set shrinks as tasks are unlearned
     # after task 2 the forget set holds both tasks' questions (capped at ds_size)
-    assert set(results["rows"][2]["sets"]) == {"forget", "retain", "real_authors", "world_facts"}
+    assert set(results["rows"][2]["sets"]) == {"forget", "retain", "real_authors", "world_facts", "holdout"}
 
 
 def test_real_world_scenario_with_lm_eval(tiny_run_overrides, tmp_path):

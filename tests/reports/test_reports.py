@@ -132,7 +132,8 @@ def test_markdown_shows_every_value(results):
             assert "NaN loss at step 12" in line
             continue
         cells = [c.strip() for c in line.strip("|").split("|")]
-        expected = [fmt(row["aggregates"][k]) for c, k in aggregate_columns(results["rows"])]
+        expected = [fmt(row["aggregates"].get(k)) for c, k in aggregate_columns(results["rows"])
+                    if any(r["aggregates"].get(k) is not None for r in results["rows"])]
         expected += [fmt(row["sets"][s][m]) for s in SETS for m in METRICS]
         assert cells[-len(expected):] == expected
     assert "4.20e-04" in md  # the FQ p-value keeps its digits
@@ -304,7 +305,7 @@ def test_print_table_alone(results):
     print_table(results, console := Console(record=True, width=120))
     text = console.export_text()
     header = [c for c in next(line for line in text.splitlines() if " TR " in line).split() if c != "┃"]
-    assert header == ["label", "R", "P", "TR", "TE", "CS", "ES"] and "offline MiniLM cross-encoder" in text
+    assert header == ["label", "R", "P", "TR", "TE", "CS", "ES", "EM", "XS"] and "offline MiniLM cross-encoder" in text
     assert "ME+GD/epoch1" in text.split("set: forget")[0] and "ME+GD/epoch1" not in text.split("set: forget")[1]
 
 

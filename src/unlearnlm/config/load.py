@@ -262,10 +262,25 @@ def validate(cfg: RunConfig) -> list[str]:
         errors.append(f"eval.lm_eval_limit: must be >= 0 (0 = all), got {e.lm_eval_limit}")
     if any(not str(t).strip() for t in e.lm_eval_tasks) or len(set(e.lm_eval_tasks)) < len(e.lm_eval_tasks):
         errors.append(f"eval.lm_eval_tasks: task names must be non-empty and each listed once, got {e.lm_eval_tasks!r}")
+    errors += _metric_errors(e.metrics)
     if not cfg.methods:
         errors.append("methods: at least one method is needed (see `unlearnlm methods`)")
     if cfg.model.retain and cfg.scenario != "fictitious":
         errors.append(f"model.retain: Forget Quality is measured in the fictitious scenario only, not {cfg.scenario}")
+    return errors
+
+
+def _metric_errors(names: list[str] | None) -> list[str]:
+    from unlearnlm.evaluation.aggregates import MU_METRICS
+    from unlearnlm.evaluation.registry import METRICS
+
+    if names is None:
+        return []
+    errors = [f"eval.metrics[{i}]: {METRICS.unknown_message(n)}" for i, n in enumerate(names) if n not in METRICS]
+    if len(set(names)) < len(names):
+        errors.append(f"eval.metrics: each metric once, got {names!r}")
+    if not errors and not set(MU_METRICS) <= set(names):
+        errors.append(f"eval.metrics: Model Utility and Forget Efficacy need the paper's six ({', '.join(MU_METRICS)})")
     return errors
 
 

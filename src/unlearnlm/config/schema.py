@@ -122,6 +122,9 @@ class EvalConfig:
     # hellaswag, arc_easy, piqa), or mmlu_offline (the packaged MMLU copy); [] = skip.
     lm_eval_tasks: list[str] = field(default_factory=list)
     lm_eval_limit: int = 0  # examples per lm-eval task; 0 = all
+    # Metrics to compute (`unlearnlm metrics` lists them); None = every metric whose inputs
+    # exist (the membership-inference ones need a holdout set: docs/method.md, section 7).
+    metrics: list[str] | None = None
     eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
     forget_quality: bool = True  # fictitious: fine-tune a retain model and report TOFU Forget Quality
     bf16: bool | str = "auto"  # auto, true or false

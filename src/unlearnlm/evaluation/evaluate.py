@@ -1,309 +1,168 @@
 """Evaluate one model on a scenario's evaluation sets (docs/method.md, section 7).
 
-    judges = load_judges(cfg, exclude_questions_for(cfg))        # once per process
+    judges = load_judges(cfg, exclude_questions_for(cfg))        # judges/factory.py, once per process
     sets = tofu.eval_sets(data_dir, cfg.data.split, cfg.data.tasks, cfg.eval.ds_size)
     summary = evaluate_model(model_dir, cfg, sets, "tofu", out_dir, judges)
     fq = forget_quality_for(out_dir, retain_model_eval_dir)
 
-Per set, every stage runs once over the whole set and its result is shared by the metrics
-that need it: greedy generations (ROUGE, token entropy, cosine, entailment), one
-likelihood call over every (question, answer) the set scores (probability and truth
-ratio), one embedding call, one NLI call. ``out_dir`` then holds
-
-    <set>.jsonl          one record per example (scores, generation, NLL fields)
-    <set>.summary.json   {"means", "n", "seconds", "examples_per_s", "stage_seconds", ...}
-    lm_eval.json         {task: lm-eval's metric, value, stderr, n} for cfg.eval.lm_eval_tasks
-    summary.json         {"model", "scenario", "sets", "n", "aggregates", "judges", ...}
-
-A set whose summary exists (same questions) is loaded, not recomputed, unless ``force``.
+Per set, the metrics of ``eval.metrics`` that apply to it (``registry.metrics_for``) decide
+which stages run, each once over the whole set (``stages.py``); the records are built from
+the registry. What ``out_dir`` holds and what is resumed: ``store.py``.
 """
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
 
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data.prompts import PromptFormat
-from unlearnlm.evaluation.aggregates import aggregate, forget_quality, set_means
-from unlearnlm.evaluation.generation import decode, generate_greedy
-from unlearnlm.evaluation.judges.nli import nli_reference
-from unlearnlm.evaluation.likelihood import nll_means
-from unlearnlm.evaluation.metrics import (
-    EvalSet,
-    cosine_score,
-    entailment_direction,
-    entailment_score,
-    eval_set,
-    normalized_probability,
-    probability,
-    rouge_l_recall,
-    token_entropy,
-    truth_ratio_raw,
-    truth_ratio_score,
+from unlearnlm.evaluation.aggregates import aggregate, forget_quality, mia_aucs, retain_relative, set_means
+from unlearnlm.evaluation.judges.factory import Judges
+from unlearnlm.evaluation.metrics import truth_ratio_raw
+from unlearnlm.evaluation.registry import ADDABLE_STAGES, Metric, metrics_for
+from unlearnlm.evaluation.sets import entailment_direction, eval_set
+from unlearnlm.evaluation.stages import SetInputs, run_stages, stage_fields
+from unlearnlm.evaluation.store import (
+    LM_EVAL,
+    SUMMARY,
+    questions_key,
+    read_records,
+    stored_lm_eval,
+    stored_set,
+    write_jsonl,
 )
-from unlearnlm.io import _jsonable, atomic_path, read_json, write_json
+from unlearnlm.io import write_json
 from unlearnlm.utils import log
 
-SUMMARY = "summary.json"
-LM_EVAL = "lm_eval.json"
 
-
-# --------------------------------------------------------------------------- judges
-@dataclass
-class Judges:
-    """The sentence embedder (``.encode(texts)``, ``.name``) and NLI judge
-    (``.is_entailment(premises, hypotheses)``, ``.name``, ``.info``) shared by all models."""
-
-    embedder: Any
-    nli: Any
-
-    def describe(self) -> dict:
-        info = getattr(self.nli, "info", None) or {}
-        return {
-            "embedder": self.embedder.name,
-            "nli": self.nli.name,
-            "nli_heldout_accuracy": info.get("heldout_accuracy"),
-        }
-
-
-def load_judges(cfg: RunConfig, exclude_questions: Iterable[str], progress: bool = True) -> Judges:
-    """Embedder ``cfg.eval.embedder`` and NLI judge ``cfg.eval.nli`` (the offline one is built
-    once, without the authors of ``exclude_questions``, and cached under <cache>/judges)."""
-    from unlearnlm.data.loading import resolve_data_dir
-    from unlearnlm.evaluation.judges.embedder import SentenceEmbedder
-    from unlearnlm.evaluation.judges.nli import load_nli_judge
-    from unlearnlm.models.offline import cache_root
-
-    start = time.time()
-    embedder = SentenceEmbedder(cfg.eval.embedder)
-    nli = load_nli_judge(
-        cfg.eval.nli,
-        resolve_data_dir(cfg.data.data_dir),
-        exclude_questions,
-        cache_root(cfg.model.cache_dir) / "judges",
-        progress=progress,
-    )
-    log(f"judges ready in {time.time() - start:.1f}s: embedder {embedder.name}, NLI {nli.name}")
-    return Judges(embedder, nli)
-
-
-def exclude_questions_for(cfg: RunConfig) -> set[str]:
-    """Every question of the scenario's TOFU evaluation sets (all rows, not only the first
-    ds_size, so the offline judge's cache key does not depend on ds_size). Real-world
-    evaluation holds no TOFU question: nothing to exclude."""
-    from unlearnlm.data import tofu
-    from unlearnlm.data.loading import resolve_data_dir
-
-    if cfg.data.split == tofu.REAL_WORLD:
-        return set()
-    sets = tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, list(cfg.data.tasks), 10**9)
-    return {row["question"] for rows in sets.values() for row in rows}
-
-
-# --------------------------------------------------------------------------- one set
-def _questions_key(rows: list[dict]) -> str:
-    return hashlib.sha256(json.dumps([r["question"] for r in rows], ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-def _stage(name: str, set_name: str, n: int, start: float, seconds: dict) -> None:
-    t = time.time() - start
-    seconds[name] = round(t, 3)
-    log(f"eval {set_name}: {name} {t:.1f}s ({n / max(t, 1e-9):.2f} examples/s)")
-
-
-def score_set(model, tokenizer, fmt: PromptFormat, rows: list[dict], spec: EvalSet, direction: tuple[str, str],
-              judges: Judges, cfg: RunConfig, bf16: bool, set_name: str = "set",
-              progress: bool = True) -> tuple[list[dict], dict[str, float]]:
-    """Per-example records of one evaluation set and the seconds of each stage."""
-    n, ev, seconds = len(rows), cfg.eval, {}
-    questions = [r["question"] for r in rows]
-    truths = [r[spec.truth_key] for r in rows]
-    cos_refs = [r[spec.cosine_key] for r in rows]
-
-    t = time.time()
-    gen_ids = generate_greedy(model, tokenizer, fmt, questions, ev.max_new_tokens, ev.batch_size, bf16, progress)
-    generations = [decode(tokenizer, ids) for ids in gen_ids]
-    _stage("generation", set_name, n, t, seconds)
-
-    t = time.time()
-    pairs, slots = [], []  # slots[i] = (answer index, base index, perturbed slice)
-    for r, q, truth in zip(rows, questions, truths):
-        first = len(pairs)
-        perturbed = list(r["perturbed_answer"])
-        pairs += [(q, truth), (q, r[spec.truth_ratio_base_key])] + [(q, p) for p in perturbed]
-        slots.append((first, first + 1, slice(first + 2, first + 2 + len(perturbed))))
-    nll = nll_means(model, tokenizer, fmt, pairs, ev.batch_size, bf16, progress)
-    _stage("likelihood", set_name, n, t, seconds)
-
-    t = time.time()
-    emb = judges.embedder.encode(generations + cos_refs)
-    _stage("embedding", set_name, n, t, seconds)
-
-    t = time.time()
-    nli_truths = [nli_reference(q, a) for q, a in zip(questions, truths)] if spec.nli_with_question else truths
-    side = {"generation": generations, "reference": nli_truths}
-    entailed = list(judges.nli.is_entailment(side[direction[0]], side[direction[1]]))
-    _stage("nli", set_name, n, t, seconds)
-
-    records = []
-    for i, r in enumerate(rows):
-        a, b, p = slots[i]
-        nll_answer, nll_base, nll_perturbed = nll[a], nll[b], nll[p]
-        rouge = rouge_l_recall(generations[i], truths[i])
-        R = truth_ratio_raw(nll_base, nll_perturbed)
-        rec = {
-            "question": questions[i],
-            "reference": truths[i],
-            "generation": generations[i],
-            "rouge": rouge,
-            "probability": (
-                normalized_probability(nll_answer, nll_perturbed)
-                if spec.probability_form == "normalized"
-                else probability(nll_answer)
-            ),
-            "truth_ratio": truth_ratio_score(R, spec.is_forget),
-            "truth_ratio_raw": R,
-            "token_entropy": token_entropy(gen_ids[i]),
-            "cosine_similarity": cosine_score(emb[i], emb[n + i]),
-            "entailment": entailment_score(bool(entailed[i]), rouge),
-            "nli_entailment": bool(entailed[i]),
-            "generated_tokens": len(gen_ids[i]),
-            "nll_answer": nll_answer,
-            "nll_base": nll_base,
-            "nll_perturbed": nll_perturbed,
-        }
-        if spec.nli_with_question:
-            rec["nli_reference"] = nli_truths[i]
-        if spec.cosine_key != spec.truth_key:
-            rec["cosine_reference"] = cos_refs[i]
-        records.append(rec)
+def score_set(x: SetInputs, metrics: list[Metric], stored: list[dict] | None = None) -> tuple[list[dict], dict]:
+    """Per-example records of one set with the scores of ``metrics`` (added to ``stored``
+    records when given), and the seconds of each stage run."""
+    examples, seconds = run_stages(set().union(*(m.needs for m in metrics)), x)
+    records = stored or [{"question": r["question"], "reference": r[x.spec.truth_key]} for r in x.rows]
+    for rec, ex in zip(records, examples):
+        rec.update({m.name: m.score(ex) for m in metrics})
+        for stage in seconds:
+            rec.update(stage_fields(stage, x, ex))
     return records, seconds
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(_jsonable(rec), ensure_ascii=False) + "\n")
+def _plan(name: str, rows: list[dict], family: str, cfg: RunConfig, out_dir: Path, judges_id: dict,
+          force: bool, holdout: bool) -> tuple[dict | None, list[Metric]]:
+    """(the stored set summary to keep or extend, the metrics still to compute) for one set.
+    Membership-inference scores are computed only beside a holdout set (their AUC needs both)."""
+    wanted = [m for m in metrics_for(eval_set(name, family).kind, family, cfg.eval.metrics)
+              if holdout or "MIA" not in m.enters]
+    stored = None if force else stored_set(out_dir / f"{name}.summary.json", rows, judges_id)
+    if stored is None or not (out_dir / f"{name}.jsonl").is_file():
+        return None, wanted
+    missing = [m for m in wanted if m.name not in stored["metrics"]]
+    if any(not m.needs <= ADDABLE_STAGES for m in missing):
+        return None, wanted  # a missing metric needs generations again: recompute the set
+    return stored, missing
 
 
-def read_records(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _resumable(path: Path, rows: list[dict], judges: dict) -> dict | None:
-    """The set summary at ``path`` if it was computed on these same questions by these judges."""
-    if not path.is_file():
-        return None
-    try:
-        summary = read_json(path)
-    except ValueError:  # cut short (e.g. a crash before the data reached the disk): not a result
-        log(f"{path}: unreadable; recomputing")
-        return None
-    if not isinstance(summary, dict) or summary.get("n") != len(rows) \
-            or summary.get("questions_sha256") != _questions_key(rows):
-        log(f"{path}: computed on other questions; recomputing")
-        return None
-    if summary.get("judges") != judges:
-        log(f"{path}: computed with other judges ({summary.get('judges')}); recomputing")
-        return None
+def _score_and_store(name: str, x: SetInputs, metrics: list[Metric], stored: dict | None, out_dir: Path,
+                     judges_id: dict) -> dict:
+    start = time.time()
+    old = read_records(out_dir / f"{name}.jsonl") if stored else None
+    records, stages = score_set(x, metrics, old)
+    seconds = time.time() - start + (stored or {}).get("seconds", 0.0)
+    summary = {
+        "means": set_means(records),
+        "n": len(records),
+        "metrics": [*(stored or {}).get("metrics", []), *(m.name for m in metrics)],
+        "seconds": round(seconds, 3),
+        "examples_per_s": len(records) / max(seconds, 1e-9),
+        "stage_seconds": {**(stored or {}).get("stage_seconds", {}), **stages},
+        "questions_sha256": questions_key(x.rows),
+        "judges": judges_id,
+    }
+    write_jsonl(out_dir / f"{name}.jsonl", records)
+    write_json(out_dir / f"{name}.summary.json", summary)  # last: marks the set done
+    log(f"eval {name}: {len(records)} examples, {len(metrics)} metrics in {time.time() - start:.1f}s")
     return summary
 
 
-def _stored_lm_eval(path: Path, limit: int) -> dict:
-    """The lm-eval results at ``path`` computed with this ``limit`` ({} when none)."""
-    if not path.is_file():
-        return {}
-    try:
-        stored = read_json(path)
-    except ValueError:  # unreadable: recompute
-        return {}
-    return {t: r for t, r in stored.items() if isinstance(r, dict) and r.get("limit") == limit} \
-        if isinstance(stored, dict) else {}
-
-
-# --------------------------------------------------------------------------- one model
-def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[dict]], scenario_family: str,
-                   out_dir: str | Path, judges: Judges, force: bool = False, progress: bool = True) -> dict:
-    """Score the model at ``model_path`` on ``sets`` ({set name: rows}) of ``scenario_family``
-    ("tofu" or "real_world"); write per-set files and ``summary.json`` in ``out_dir``;
-    return the summary."""
+def _load(model_path, cfg: RunConfig):
     import torch
 
     from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model, use_bf16
 
-    wall = time.time()
-    out_dir = Path(out_dir)
+    t = time.time()
+    path = resolve_model(str(model_path), cfg.model.cache_dir)
+    tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
+    fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
+    model = load_model(path, cfg.model.trust_remote_code).eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    bf16 = use_bf16(cfg.eval.bf16)
+    log(f"eval: loaded {model_path} in {time.time() - t:.1f}s (prompt format {fmt.kind}, bf16 {bf16})")
+    return model, tokenizer, fmt, bf16
+
+
+def _free(model) -> None:
+    import torch
+
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[dict]], family: str,
+                   out_dir: str | Path, judges: Judges, force: bool = False, progress: bool = True) -> dict:
+    """Score the model at ``model_path`` on ``sets`` ({set name: rows}) of data ``family``
+    ("tofu" or "real_world"); write per-set files and ``summary.json`` in ``out_dir``;
+    return the summary."""
+    wall, out_dir, judges_id = time.time(), Path(out_dir), judges.describe()
     out_dir.mkdir(parents=True, exist_ok=True)
-    specs = {name: eval_set(name, scenario_family) for name in sets}  # validates names first
-    judges_id = judges.describe()
-    done = {} if force else {n: s for n in sets
-                             if (s := _resumable(out_dir / f"{n}.summary.json", sets[n], judges_id))}
+    plans = {name: _plan(name, rows, family, cfg, out_dir, judges_id, force, "holdout" in sets)
+             for name, rows in sets.items()}
+    done = {name: stored for name, (stored, todo) in plans.items() if stored is not None and not todo}
     for name in done:
         log(f"eval {name}: loaded from {out_dir / f'{name}.summary.json'}")
-    general = {} if force else _stored_lm_eval(out_dir / LM_EVAL, cfg.eval.lm_eval_limit)
+    general = {} if force else stored_lm_eval(out_dir / LM_EVAL, cfg.eval.lm_eval_limit)
     missing_tasks = [t for t in cfg.eval.lm_eval_tasks if t not in general]
-
     if len(done) < len(sets) or missing_tasks:
-        t = time.time()
-        path = resolve_model(str(model_path), cfg.model.cache_dir)
-        tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
-        fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
-        model = load_model(path, cfg.model.trust_remote_code).eval()
-        if torch.cuda.is_available():
-            model.to("cuda")
-        bf16 = use_bf16(cfg.eval.bf16)
-        log(f"eval: loaded {model_path} in {time.time() - t:.1f}s (prompt format {fmt.kind}, bf16 {bf16})")
+        model, tokenizer, fmt, bf16 = _load(model_path, cfg)
         try:
             for name, rows in sets.items():
-                if name in done:
-                    continue
-                t = time.time()
-                records, stages = score_set(model, tokenizer, fmt, rows, specs[name],
-                                            entailment_direction(name, scenario_family), judges, cfg, bf16,
-                                            name, progress)
-                seconds = time.time() - t
-                summary = {
-                    "means": set_means(records),
-                    "n": len(records),
-                    "seconds": round(seconds, 3),
-                    "examples_per_s": len(records) / max(seconds, 1e-9),
-                    "stage_seconds": stages,
-                    "questions_sha256": _questions_key(rows),
-                    "judges": judges_id,
-                }
-                _write_jsonl(out_dir / f"{name}.jsonl", records)
-                write_json(out_dir / f"{name}.summary.json", summary)  # last: marks the set done
-                log(f"eval {name}: {len(records)} examples in {seconds:.1f}s "
-                    f"({summary['examples_per_s']:.2f} examples/s)")
-                done[name] = summary
+                if name not in done:
+                    x = SetInputs(model, tokenizer, fmt, rows, eval_set(name, family),
+                                  entailment_direction(name, family), judges, cfg.eval.max_new_tokens,
+                                  cfg.eval.batch_size, bf16, name, progress)
+                    done[name] = _score_and_store(name, x, plans[name][1], plans[name][0], out_dir, judges_id)
             if missing_tasks:
-                from unlearnlm.evaluation.harness import run_lm_eval
-
-                general.update(run_lm_eval(model, tokenizer, missing_tasks, cfg.eval.lm_eval_limit, cfg.eval.batch_size))
-                write_json(out_dir / LM_EVAL, general)
-                for task in missing_tasks:
-                    r = general[task]
-                    log(f"eval lm-eval {task}: {r['metric']} {r['value']:.3f} +- {r['stderr'] or 0:.3f} on {r['n']}")
+                general.update(_lm_eval(model, tokenizer, missing_tasks, cfg, out_dir, general))
         finally:
-            del model
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            _free(model)
+    return _write_summary(model_path, cfg, sets, family, out_dir, judges_id, done, general, wall)
 
+
+def _lm_eval(model, tokenizer, tasks: list[str], cfg: RunConfig, out_dir: Path, general: dict) -> dict:
+    from unlearnlm.evaluation.harness import run_lm_eval
+
+    results = run_lm_eval(model, tokenizer, tasks, cfg.eval.lm_eval_limit, cfg.eval.batch_size)
+    write_json(out_dir / LM_EVAL, {**general, **results})
+    for task, r in results.items():
+        log(f"eval lm-eval {task}: {r['metric']} {r['value']:.3f} +- {r['stderr'] or 0:.3f} on {r['n']}")
+    return results
+
+
+def _write_summary(model_path, cfg: RunConfig, sets: dict, family: str, out_dir: Path, judges_id: dict,
+                   done: dict, general: dict, wall: float) -> dict:
     means = {name: done[name]["means"] for name in sets}
+    aggregates = aggregate(means, family)
+    if "forget" in sets and "holdout" in sets:
+        aggregates.update(mia_aucs(read_records(out_dir / "forget.jsonl"), read_records(out_dir / "holdout.jsonl")))
     summary = {
         "model": str(model_path),
-        "scenario": scenario_family,
+        "family": family,
         "sets": means,
         "n": {name: done[name]["n"] for name in sets},
-        "aggregates": aggregate(means, scenario_family),
+        "aggregates": aggregates,
         "judges": judges_id,
         "seconds": round(sum(done[name]["seconds"] for name in sets)
                          + sum(general[t]["seconds"] for t in cfg.eval.lm_eval_tasks), 3),
@@ -313,6 +172,16 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
         summary["lm_eval"] = {t: general[t] for t in cfg.eval.lm_eval_tasks}
     write_json(out_dir / SUMMARY, summary)
     return summary
+
+
+def _privacy_records(eval_dir: str | Path) -> dict[str, list[dict]]:
+    return {s: read_records(p) for s in ("forget", "holdout") if (p := Path(eval_dir) / f"{s}.jsonl").is_file()}
+
+
+def retain_relative_for(eval_dir: str | Path, retain_model_dir: str | Path) -> dict[str, float | None]:
+    """privleak and the Reference attack's AUC of the model evaluated in ``eval_dir`` against the
+    retain model evaluated in ``retain_model_dir`` ({} without both models' forget and holdout)."""
+    return retain_relative(_privacy_records(eval_dir), _privacy_records(retain_model_dir))
 
 
 def forget_quality_for(summary_dir: str | Path, retain_model_dir: str | Path) -> float | None:

@@ -18,7 +18,10 @@ from unlearnlm.config.schema import RunConfig
 from unlearnlm.data import tofu
 from unlearnlm.data.loading import resolve_data_dir
 from unlearnlm.errors import NumericalError
-from unlearnlm.evaluation.evaluate import Judges, evaluate_model, exclude_questions_for, forget_quality_for, load_judges
+from unlearnlm.data.holdout import holdout_rows
+from unlearnlm.evaluation.aggregates import MIA_METRICS
+from unlearnlm.evaluation.evaluate import evaluate_model, forget_quality_for, retain_relative_for
+from unlearnlm.evaluation.judges.factory import Judges, exclude_questions_for, load_judges
 from unlearnlm.evaluation.harness import check_tasks, lm_eval_aggregates
 from unlearnlm.io import read_json, write_json
 from unlearnlm.pipeline.rundir import open_run_dir, safe_label
@@ -34,37 +37,26 @@ def _family(cfg: RunConfig) -> str:
     return "real_world" if cfg.data.split == tofu.REAL_WORLD else "tofu"
 
 
-def _eval_sets(cfg: RunConfig, tasks: list[str], only: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
-    sets = tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, tasks, cfg.eval.ds_size)
-    return {name: rows for name, rows in sets.items() if only is None or name in only}
+def _wants_membership_inference(cfg: RunConfig) -> bool:
+    return cfg.eval.metrics is None or bool(set(cfg.eval.metrics) & set(MIA_METRICS))
 
 
 def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
     # Options that do not change one model's set scores stay out of the key (lm-eval results
-    # are kept per task and limit inside the folder).
-    unscored = ("forget_quality", "eval_epochs", "lm_eval_tasks", "lm_eval_limit")
+    # are kept per task and limit inside the folder, set results per metric).
+    unscored = ("forget_quality", "eval_epochs", "lm_eval_tasks", "lm_eval_limit", "metrics")
     scoring = {k: v for k, v in config_to_dict(cfg.eval).items() if k not in unscored}
     payload = {"eval": scoring, "model": model_key_options(cfg.model),
                "split": cfg.data.split, "tasks": tasks, "judges": judges.describe()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def evaluate_cached(model: StartModel, cfg: RunConfig, tasks: list[str], judges: Judges, run_eval_dir: Path,
-                    only: tuple[str, ...] | None = None) -> dict:
-    """Evaluate a shared model (target, retain model) once, on every set or the sets in
-    ``only``; later runs copy the results."""
-    cache = model.evaluations / _eval_key(cfg, tasks, judges)
-    summary = evaluate_model(model.path, cfg, _eval_sets(cfg, tasks, only), _family(cfg), cache, judges)
-    if run_eval_dir.exists():
-        shutil.rmtree(run_eval_dir)
-    shutil.copytree(cache, run_eval_dir)
-    return summary
-
-
 def _row(label: str, summary: dict, eval_dir: Path, run_dir: Path, **fields) -> dict:
     aggregates = dict(summary["aggregates"])
     aggregates.setdefault("forget_quality", None)
     aggregates.update(lm_eval_aggregates(summary.get("lm_eval") or {}))
+    if "holdout" not in summary["sets"]:  # one row set shape for the reports
+        aggregates.update(dict.fromkeys(f"auc_{m}" for m in MIA_METRICS))
     return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, **fields,
             "aggregates": aggregates, "sets": summary["sets"],
             "eval_dir": str(eval_dir.relative_to(run_dir)), "status": "ok"}
@@ -85,14 +77,43 @@ class Run:
         self.rows: list[dict] = []
         self.judges = load_judges(cfg, exclude_questions_for(cfg))
         self.retain_eval: Path | None = None
+        self.holdout, self.holdout_source = holdout_rows(cfg) if _wants_membership_inference(cfg) \
+            else (None, "no membership-inference metric selected (eval.metrics)")
+        log(f"holdout set: {self.holdout_source}")
+
+    def eval_sets(self, tasks: list[str], only: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
+        """The evaluation sets for ``tasks`` (all, or those in ``only``), the holdout set included."""
+        cfg = self.cfg
+        sets = tofu.eval_sets(resolve_data_dir(cfg.data.data_dir), cfg.data.split, tasks, cfg.eval.ds_size)
+        if self.holdout:
+            sets["holdout"] = self.holdout[: cfg.eval.ds_size]
+        return {name: rows for name, rows in sets.items() if only is None or name in only}
+
+    def evaluate_cached(self, model: StartModel, tasks: list[str], run_eval_dir: Path,
+                        only: tuple[str, ...] | None = None) -> dict:
+        """Evaluate a shared model (target, retain model) once, on every set or the sets in
+        ``only``; later runs copy the results."""
+        cache = model.evaluations / _eval_key(self.cfg, tasks, self.judges)
+        summary = evaluate_model(model.path, self.cfg, self.eval_sets(tasks, only), _family(self.cfg), cache,
+                                 self.judges)
+        if run_eval_dir.exists():
+            shutil.rmtree(run_eval_dir)
+        shutil.copytree(cache, run_eval_dir)
+        return summary
+
+    def against_retain_model(self, row: dict, eval_dir: Path) -> None:
+        """Forget Quality, privleak and the Reference attack of the row's model (needs the retain model)."""
+        if self.retain_eval is not None:
+            row["aggregates"]["forget_quality"] = forget_quality_for(eval_dir, self.retain_eval)
+            row["aggregates"].update(dict.fromkeys(("privleak", "auc_mia_reference")))
+            row["aggregates"].update(retain_relative_for(eval_dir, self.retain_eval))
 
     def evaluate(self, label: str, model_dir: Path, tasks: list[str], **fields) -> dict:
         eval_dir = self.dir / "eval" / safe_label(label)
-        summary = evaluate_model(model_dir, self.cfg, _eval_sets(self.cfg, tasks), _family(self.cfg),
-                                 eval_dir, self.judges)
+        summary = evaluate_model(model_dir, self.cfg, self.eval_sets(tasks), _family(self.cfg), eval_dir, self.judges)
         row = _row(label, summary, eval_dir, self.dir, **fields)
-        if self.retain_eval is not None and not fields.get("task"):
-            row["aggregates"]["forget_quality"] = forget_quality_for(eval_dir, self.retain_eval)
+        if not fields.get("task"):
+            self.against_retain_model(row, eval_dir)
         write_model_card(model_dir, row, self.judges.describe())  # the run's own models only
         self.rows.append(row)
         self.save()
@@ -130,7 +151,7 @@ class Run:
         write_json(self.dir / "results.json", {
             "run_name": cfg.run_name, "scenario": cfg.scenario, "model": cfg.model.name,
             "forget": f"{cfg.data.split} task {', '.join(cfg.data.tasks)}",
-            "judges": self.judges.describe(), "rows": self.rows,
+            "judges": self.judges.describe(), "holdout": self.holdout_source, "rows": self.rows,
         })
 
 
@@ -152,13 +173,13 @@ def _fictitious(state: Run) -> None:
     tasks = list(cfg.data.tasks)
     if forget_quality:
         state.retain_eval = state.dir / "eval" / "retain_model"
-        # Forget Quality needs only the retain model's forget-set truth ratios.
-        evaluate_cached(models["retain"], cfg, tasks, state.judges, state.retain_eval, only=("forget",))
+        # Forget Quality needs the retain model's forget-set truth ratios, privleak its
+        # forget and holdout membership scores.
+        state.evaluate_cached(models["retain"], tasks, state.retain_eval, only=("forget", "holdout"))
     target_eval = state.dir / "eval" / "target"
-    summary = evaluate_cached(models["target"], cfg, tasks, state.judges, target_eval)
+    summary = state.evaluate_cached(models["target"], tasks, target_eval)
     row = _row("target", summary, target_eval, state.dir)
-    if state.retain_eval is not None:
-        row["aggregates"]["forget_quality"] = forget_quality_for(target_eval, state.retain_eval)
+    state.against_retain_model(row, target_eval)
     state.rows.append(row)
     state.save()
     for method in cfg.methods:
@@ -171,7 +192,7 @@ def _continual(state: Run) -> None:
     target = state.start(("target",))["target"]
     tasks = list(cfg.data.tasks)
     target_eval = state.dir / "eval" / "target"
-    state.rows.append(_row("target", evaluate_cached(target, cfg, tasks[:1], state.judges, target_eval),
+    state.rows.append(_row("target", state.evaluate_cached(target, tasks[:1], target_eval),
                            target_eval, state.dir))
     for method in cfg.methods:
         previous = target.path
@@ -191,7 +212,7 @@ def _real_world(state: Run) -> None:
     state.record_start({"target": base})
     tasks = list(cfg.data.tasks)
     target_eval = state.dir / "eval" / "target"
-    state.rows.append(_row("target", evaluate_cached(base, cfg, tasks, state.judges, target_eval),
+    state.rows.append(_row("target", state.evaluate_cached(base, tasks, target_eval),
                            target_eval, state.dir))
     state.save()
     for method in cfg.methods:

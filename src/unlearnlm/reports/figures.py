@@ -2,6 +2,7 @@
 
     from unlearnlm.reports.figures import plot_mu_fe, plot_heatmap, plot_dynamics, plot_continual
     fig = plot_mu_fe(results, "figures/mu_fe.png")     # returns the Figure; path=None: no file
+    plot_privleak_fe(results, "figures/privleak_fe.png")  # None without privleak (no retain model)
     plot_dynamics(results, "figures/dynamics.png")     # None when there are no epoch rows
 
 Each function takes one results dict or a list of them (rows concatenated, labels
@@ -154,6 +155,33 @@ def _mu_fe_legend(colors: dict[str, Any], runs: list[str]) -> list[Line2D]:
                       markeredgecolor="black", markeredgewidth=0.5, label=label)
     return ([entry(method, "o", color) for method, color in colors.items()]
             + [entry(run, _RUN_MARKERS[i % len(_RUN_MARKERS)], "lightgray") for i, run in enumerate(runs)])
+
+
+def plot_privleak_fe(results: Results | Sequence[Results], path: str | Path | None) -> Figure | None:
+    """privleak (y; 0 = like the retain model, -100 = like the target, > 0 over-unlearned) against
+    Forget Efficacy (x): the MU/FE figure's companion. None when no row has privleak."""
+    with mpl.rc_context(STYLE):
+        rows = [r for r in report_rows(results) if is_final(r) and not r["failed"]
+                and number(r["aggregates"].get("privleak")) is not None
+                and number(r["aggregates"].get("forget_efficacy")) is not None]
+        if not rows:
+            return None
+        colors = _colors(rows, key="method")
+        fig = _figure(5.6, 4.6)
+        ax = fig.add_subplot()
+        ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--", zorder=1)
+        for row in rows:
+            fe, leak = number(row["aggregates"]["forget_efficacy"]), number(row["aggregates"]["privleak"])
+            if row["is_target"]:
+                ax.scatter([fe], [leak], marker="*", s=260, color="gold", edgecolor="black", linewidth=0.8, zorder=3)
+            else:
+                ax.scatter([fe], [leak], s=55, color=colors[row["method"]], edgecolor="black", linewidth=0.5, zorder=3)
+            ax.annotate(row["display"], (fe, leak), xytext=(6, 4), textcoords="offset points", fontsize=8)
+        low = min(-105.0, min(number(r["aggregates"]["privleak"]) for r in rows) - 5)
+        high = max(25.0, max(number(r["aggregates"]["privleak"]) for r in rows) + 5)
+        ax.set(xlim=(-0.03, 1.03), ylim=(low, high), xlabel="Forget Efficacy (FE) \u2192",
+               ylabel="privleak (0 = retain model)", title="Membership leakage vs. forgetting")
+        return _save(fig, path)
 
 
 def plot_heatmap(results: Results | Sequence[Results], path: str | Path | None) -> Figure:

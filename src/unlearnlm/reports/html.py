@@ -34,6 +34,8 @@ from unlearnlm.reports.runs import (
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = {  # name -> (plot function, caption)
     "mu_fe": (figs.plot_mu_fe, "Model Utility against Forget Efficacy; the star is the model before unlearning."),
+    "privleak_fe": (figs.plot_privleak_fe, "privleak against Forget Efficacy: 0 is the retain model, "
+                    "-100 the target's exposure, above 0 over-unlearning."),
     "heatmap": (figs.plot_heatmap, "Per-set metric means (forget set: lower = more forgotten)."),
     "dynamics": (figs.plot_dynamics, "MU and FE after each unlearning epoch."),
     "continual": (figs.plot_continual, "MU and FE after each task of the continual sequence."),
@@ -190,7 +192,9 @@ def render_html(results_list: Sequence[Results], run_dirs: Sequence[Path],
         "<h2>Aggregate scores</h2>",
         '<p class="legend">MU = Model Utility (higher is better), FE = Forget Efficacy (higher is '
         "better), MU_retain = MU on the retain set alone, FQ = Forget Quality (KS-test p-value), "
-        "TOFU_MU = TOFU's model utility.</p>",
+        "TOFU_MU = TOFU's model utility; privleak = Min-K% membership leakage against the retain model "
+        "(0 = like the retain model, -100 = like the target); AUC_* = ROC AUC of a membership-inference "
+        "attack, forget set against holdout set (0.5 = indistinguishable, 1 = still looks trained-on).</p>",
         aggregate_table(rows),
         "<h2>Per-set metrics</h2>",
         f'<p class="legend">{escape(legend)}. Forget set: lower = more forgotten.</p>',

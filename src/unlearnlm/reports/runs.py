@@ -18,25 +18,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from unlearnlm.errors import DataError
 from unlearnlm.evaluation.harness import AGGREGATE_PREFIX, STDERR_SUFFIX, lm_eval_results
+from unlearnlm.evaluation.registry import METRICS
 
-# Display order and short headers of the six per-set metrics (docs/method.md, section 7).
-# Metrics not listed here are still shown, after these, under their own name.
-METRIC_SHORT = {
-    "rouge": "R",
-    "probability": "P",
-    "truth_ratio": "TR",
-    "token_entropy": "TE",
-    "cosine_similarity": "CS",
-    "entailment": "ES",
-}
-METRIC_LONG = {
-    "rouge": "ROUGE-L recall",
-    "probability": "Probability",
-    "truth_ratio": "Truth ratio",
-    "token_entropy": "Token entropy",
-    "cosine_similarity": "Cosine similarity",
-    "entailment": "Entailment score",
-}
+# Per-set table headers and names, in registry order (``evaluation/registry.py``); a metric
+# registered without a short header (the membership-inference scores, whose AUCs are
+# aggregates) is not shown per set.
+METRIC_SHORT = {e.name: e.obj.short for e in METRICS if e.obj.short}
+METRIC_LONG = {e.name: e.obj.title for e in METRICS}
 # (column name, results.json aggregate key); the column names are those of the CSV.
 AGGREGATES = (
     ("MU", "model_utility"),
@@ -44,7 +32,15 @@ AGGREGATES = (
     ("MU_retain", "mu_retain"),
     ("FQ", "forget_quality"),
     ("TOFU_MU", "tofu_model_utility"),
+    ("privleak", "privleak"),
+    ("AUC_MinK", "auc_mia_min_k"),
+    ("AUC_MinK++", "auc_mia_min_k_plus_plus"),
+    ("AUC_LOSS", "auc_mia_loss"),
+    ("AUC_ZLib", "auc_mia_zlib"),
+    ("AUC_GradNorm", "auc_mia_gradnorm"),
+    ("AUC_Ref", "auc_mia_reference"),
 )
+
 SET_ORDER = ("forget", "retain", "real_authors", "world_facts", "neighbor")
 RESULTS_FILE = "results.json"
 
@@ -141,15 +137,21 @@ def is_final(row: Mapping[str, Any]) -> bool:
     return row.get("epoch") is None and row.get("task") is None
 
 
+def _shown(metric: str) -> bool:
+    """Whether a metric has a per-set column (unregistered names, e.g. from a newer version, do)."""
+    return metric not in METRICS or bool(METRICS.get(metric).short)
+
+
 def set_columns(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
     """[(set, [metric, ...]), ...] over every row, in the paper's order."""
     sets: dict[str, list[str]] = {}
     for row in rows:
         for name, metrics in (row.get("sets") or {}).items():
             known = sets.setdefault(name, [])
-            known.extend(m for m in (metrics or {}) if m not in known)
+            known.extend(m for m in (metrics or {}) if m not in known and _shown(m))
     order = {name: i for i, name in enumerate(SET_ORDER)}
     metric_order = {name: i for i, name in enumerate(METRIC_SHORT)}
+    sets = {name: metrics for name, metrics in sets.items() if metrics}  # a holdout set shows no column
     names = sorted(sets, key=lambda s: (order.get(s, len(order)), list(sets).index(s)))
     return [
         (s, sorted(sets[s], key=lambda m: (metric_order.get(m, len(metric_order)), sets[s].index(m))))

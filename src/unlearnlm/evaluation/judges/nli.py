@@ -1,83 +1,22 @@
-"""NLI judge for the entailment score (docs/method.md, section 7).
+"""A Hugging Face NLI classifier as the entailment judge (docs/method.md, section 7).
 
-    judge = load_nli_judge("offline", data_dir, eval_questions, cache_dir)
+    judge = NLIJudge(name_or_path)
     judge.is_entailment(premises, hypotheses)      # list[bool]
 
 The paper's judge is ``sileod/deberta-v3-base-tasksource-nli``; any Hugging Face NLI
-classifier works by name or path. No NLI model ships offline, so ``spec="offline"`` builds
-one (:mod:`unlearnlm.evaluation.judges.nli_offline`, trained on
-:mod:`unlearnlm.evaluation.judges.nli_pairs`), cached and reused.
+classifier works by name or path, the offline judge's folder too. Pick one with
+:func:`unlearnlm.evaluation.judges.factory.load_nli_judge`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
-from unlearnlm.errors import ConfigError, ModelError
+from unlearnlm.errors import ModelError
 from unlearnlm.evaluation.judges.embedder import hub_offline
-
-ENTAILMENT, NEUTRAL, CONTRADICTION = "entailment", "neutral", "contradiction"
-LABELS = (ENTAILMENT, NEUTRAL, CONTRADICTION)
-OFFLINE_SPEC = "offline"
-#: the paper's judge; needs the hub (or a populated HF cache)
-PAPER_NLI_MODEL = "sileod/deberta-v3-base-tasksource-nli"
-JUDGE_INFO = "judge_info.json"
-
-
-def nli_reference(question: str, answer: str) -> str:
-    """The ground truth as an NLI side when it is a short answer ("William Shakespeare"):
-    prefixed by its question, so it states a fact a generation can entail or contradict."""
-    return f"{question} {answer}"
-
-
-# --------------------------------------------------------------------------- labels
-
-
-def _is_negated(label: str) -> bool:
-    return label.startswith(("not", "non", "no_", "no-", "no "))
-
-
-def entailment_label_id(id2label: Mapping[Any, str], model_name: str = "model") -> int:
-    """The class id whose label names entailment (case-insensitive "entail", not "not_entailment")."""
-    labels = {int(k): str(v).strip().lower() for k, v in (id2label or {}).items()}
-    hits = [i for i, lab in labels.items() if "entail" in lab and not _is_negated(lab)]
-    if len(hits) > 1:
-        exact = [i for i in hits if labels[i] == ENTAILMENT]
-        if len(exact) == 1:
-            return exact[0]
-        raise ModelError(
-            f"{model_name}: several classes look like entailment in config.id2label ({labels}); "
-            "use an NLI model with one 'entailment' class"
-        )
-    if not hits:
-        shown = ", ".join(f"{i}: {lab!r}" for i, lab in sorted(labels.items())) or "none"
-        raise ModelError(
-            f"{model_name} is not an NLI classifier: no entailment class in config.id2label "
-            f"({shown}); use an NLI model such as {PAPER_NLI_MODEL} or the 'offline' judge"
-        )
-    return hits[0]
-
-
-def normalize_labels(id2label: Mapping[Any, str], entail_id: int) -> dict[int, str]:
-    """id -> "entailment" / "neutral" / "contradiction" (other labels: lower-cased as they are)."""
-    out = {}
-    for k, v in id2label.items():
-        i, lab = int(k), str(v).strip().lower()
-        if i == entail_id:
-            out[i] = ENTAILMENT
-        elif lab.startswith("contradict"):
-            out[i] = CONTRADICTION
-        elif lab.startswith("neutral"):
-            out[i] = NEUTRAL
-        else:
-            out[i] = lab
-    return out
-
-
-# --------------------------------------------------------------------------- judge
+from unlearnlm.evaluation.judges.labels import ENTAILMENT, JUDGE_INFO, entailment_label_id, normalize_labels
+from unlearnlm.evaluation.judges.quiet import quiet_transformers
 
 
 def _local_dir(spec: str) -> Path | None:
@@ -114,7 +53,7 @@ class NLIJudge:
             raise ModelError(f"NLI judge batch_size must be >= 1, got {batch_size}")
         kwargs = dict(trust_remote_code=False, local_files_only=bool(local) or hub_offline())
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(target, **kwargs)
                 self.model = AutoModelForSequenceClassification.from_pretrained(
                     target, use_safetensors=True, **kwargs
@@ -220,44 +159,3 @@ class NLIJudge:
 
     def __repr__(self) -> str:
         return f"NLIJudge({self.name!r}, device={self.device!r})"
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Silence transformers' load reports (e.g. 'newly initialized classifier') and its bars."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-
-def load_nli_judge(
-    spec: str | None,
-    data_dir: str | os.PathLike | None,
-    exclude_questions: Iterable[str],
-    cache_dir: str | os.PathLike,
-    *,
-    device: str = "cpu",
-    batch_size: int = 64,
-    progress: bool = True,
-    **build_kwargs: Any,
-) -> NLIJudge:
-    """``spec`` "offline" (the default) builds or reuses the offline judge; anything else is a
-    Hugging Face NLI model name or local folder (the paper: sileod/deberta-v3-base-tasksource-nli)."""
-    if spec is None or not str(spec).strip() or str(spec).strip().lower() == OFFLINE_SPEC:
-        from unlearnlm.evaluation.judges.nli_offline import build_offline_nli
-
-        path = build_offline_nli(data_dir, exclude_questions, cache_dir, progress=progress, **build_kwargs)
-        return NLIJudge(str(path), device=device, batch_size=batch_size)
-    if build_kwargs:
-        raise ConfigError(f"NLI build options {sorted(build_kwargs)} only apply to the 'offline' judge")
-    return NLIJudge(str(spec), device=device, batch_size=batch_size)

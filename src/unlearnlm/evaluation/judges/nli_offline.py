@@ -1,4 +1,4 @@
-"""The offline NLI judge: a MiniLM cross-encoder fine-tuned on TOFU pairs.
+"""The offline NLI judge: a MiniLM cross-encoder fine-tuned on TOFU pairs (docs/method.md, section 7).
 
     path = build_offline_nli(data_dir, eval_questions, cache_dir)   # cache_dir/nli-<key>/
 
@@ -27,7 +27,7 @@ from unlearnlm.evaluation.judges.embedder import (
     PACKAGED_MINILM_NAME,
     packaged_minilm_path,
 )
-from unlearnlm.evaluation.judges.nli import JUDGE_INFO, LABELS, _quiet_transformers
+from unlearnlm.evaluation.judges.labels import JUDGE_INFO, LABELS
 from unlearnlm.evaluation.judges.nli_pairs import (
     DEFAULT_HELDOUT_FRACTION,
     DEFAULT_QUESTION_FRACTION,
@@ -37,6 +37,7 @@ from unlearnlm.evaluation.judges.nli_pairs import (
     NLIPairs,
     make_nli_pairs,
 )
+from unlearnlm.evaluation.judges.quiet import quiet_transformers
 
 TOFU_PAIRS_FILE = "forget10_perturbed.json"
 _BUILD_FORMAT = 2  # bump when the pair construction or training changes
@@ -263,7 +264,7 @@ def _train_and_save(
     id2label = {i: lab for i, lab in enumerate(LABELS)}
     label2id = {lab: i for i, lab in id2label.items()}
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True, trust_remote_code=False)
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(base),
@@ -372,7 +373,7 @@ def _train_and_save(
     tmp = Path(tempfile.mkdtemp(prefix=f".nli-{key}.", suffix=".tmp", dir=cache_dir))
     try:
         model.eval()
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         if not (tmp / "model.safetensors").is_file():

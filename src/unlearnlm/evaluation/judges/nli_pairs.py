@@ -1,4 +1,4 @@
-"""Training pairs for the offline NLI judge, from TOFU's perturbed rows.
+"""Training pairs for the offline NLI judge, from TOFU's perturbed rows (docs/method.md, section 7).
 
     pairs = make_nli_pairs(rows, exclude_questions, seed=0)   # .train, .heldout: [NLIPair]
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from unlearnlm.errors import ConfigError, DataError
-from unlearnlm.evaluation.judges.nli import (
+from unlearnlm.evaluation.judges.labels import (
     CONTRADICTION,
     ENTAILMENT,
     NEUTRAL,
