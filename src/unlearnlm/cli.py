@@ -6,6 +6,7 @@
     unlearnlm unlearn --model DIR method=IDK+AP --output out/idk_ap
     unlearnlm eval --model DIR --output out/eval
     unlearnlm report runs/demo
+    unlearnlm compare runs/demo:ME+GD runs/demo:GA+GD
     unlearnlm methods | metrics | models list | data | judge
 """
 from __future__ import annotations
@@ -95,6 +96,12 @@ def cmd_report(args) -> None:
     paths = build_report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None)
     for name, path in paths.items():
         print(f"{name}: {path}")
+
+
+def cmd_compare(args) -> None:
+    from unlearnlm.reports.compare import compare_lines
+
+    print("\n".join(compare_lines(args.a, args.b, args.resamples)))
 
 
 def cmd_methods(args) -> None:
@@ -209,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="output folder (default: the run directory)")
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("compare", help="paired differences of two evaluated models, with 95% intervals")
+    p.add_argument("a", help="RUN_DIR:LABEL, e.g. runs/demo:ME+GD")
+    p.add_argument("b", help="RUN_DIR:LABEL, e.g. runs/demo:GA+GD")
+    p.add_argument("--resamples", type=int, default=1000)
+    p.set_defaults(fn=cmd_compare)
     sub.add_parser("methods", help="list unlearning methods").set_defaults(fn=cmd_methods)
     sub.add_parser("metrics", help="list evaluation metrics").set_defaults(fn=cmd_metrics)
     p = sub.add_parser("models", help="list or prepare the offline models")

@@ -24,6 +24,7 @@ def test_demo_preset_loads():
     assert cfg.finetune.retain_rows == 60
     assert cfg.unlearn.retain_set == "target_data"
     assert cfg.eval.ds_size == 20 and cfg.eval.forget_quality is False
+    assert "mia_gradnorm" not in cfg.eval.metrics and "mia_min_k" in cfg.eval.metrics  # GradNorm: too slow here
     assert cfg.unlearn.train.lr == 1e-4 and isinstance(cfg.unlearn.train.lr, float)
     assert cfg.finetune.train.lr == 2e-4 and cfg.finetune.train.batch_size == 4
     assert cfg.unlearn.per_method["ME+GD"] == {

@@ -124,6 +124,11 @@ def test_tofu_end_to_end_and_resume(tiny_model_dir, data_dir, tmp_path, monkeypa
     summary = ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", out, judges, progress=False)
     check_outputs(out, sets, "tofu", summary)
     assert set(summary["aggregates"]) == {"model_utility", "mu_retain", "forget_efficacy", "tofu_model_utility"}
+    # every set mean and aggregate has its bootstrap interval, around the point value
+    lo, hi = summary["intervals"]["aggregates"]["forget_efficacy"]
+    assert lo <= summary["aggregates"]["forget_efficacy"] <= hi and summary["intervals"]["resamples"] == 1000
+    lo, hi = summary["intervals"]["sets"]["retain"]["probability"]
+    assert lo <= summary["sets"]["retain"]["probability"] <= hi
 
     # One NLI call per set, in the set's direction.
     assert len(nli.calls) == 4

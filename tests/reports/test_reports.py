@@ -343,3 +343,21 @@ def test_mu_fe_labels_of_close_points_do_not_overlap():
         for b in boxes[i + 1:]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
     assert _label_offset([], 0.5, 0.5, "ME+GD") == 5  # a lone label sits just above its point
+
+
+def test_intervals_reach_the_csv_the_markdown_and_the_html(results, run_dir, tmp_path):
+    results = json.loads(json.dumps(results))
+    ok = next(r for r in results["rows"] if r["status"] == "ok")
+    ok["intervals"] = {"model_utility": [0.125, 0.875], "forget_efficacy": [0.5, 0.75]}
+    table = results_table(results)
+    flat = next(r for r in table if r["label"] == ok["label"])
+    assert (flat["MU_lo"], flat["MU_hi"], flat["FE_lo"], flat["FE_hi"]) == (0.125, 0.875, 0.5, 0.75)
+    assert flat["FQ_lo"] is None and flat["FQ_hi"] is None
+    parsed = {r["label"]: r for r in csv.DictReader(write_csv(table, tmp_path / "r.csv").read_text().splitlines())}
+    assert float(parsed[ok["label"]]["MU_hi"]) == 0.875
+    md = render_markdown(table)
+    line = next(l for l in md.splitlines() if l.startswith(f"| {ok['label']} |"))
+    assert f"{fmt(ok['aggregates']['model_utility'])} [0.125, 0.875]" in line
+    assert "MU_lo" not in md.splitlines()[0]
+    page = write_html([results], [run_dir], tmp_path / "report.html").read_text()
+    assert '<span class="ci">[0.125, 0.875]</span>' in page and '<span class="ci">[0.500, 0.750]</span>' in page

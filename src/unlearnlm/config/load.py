@@ -258,6 +258,8 @@ def validate(cfg: RunConfig) -> list[str]:
     for f in ("ds_size", "max_new_tokens", "batch_size"):
         if getattr(e, f) < 1:
             errors.append(f"eval.{f}: must be >= 1, got {getattr(e, f)}")
+    if e.bootstrap_resamples < 0:
+        errors.append(f"eval.bootstrap_resamples: must be >= 0 (0 = no intervals), got {e.bootstrap_resamples}")
     if e.lm_eval_limit < 0:
         errors.append(f"eval.lm_eval_limit: must be >= 0 (0 = all), got {e.lm_eval_limit}")
     if any(not str(t).strip() for t in e.lm_eval_tasks) or len(set(e.lm_eval_tasks)) < len(e.lm_eval_tasks):

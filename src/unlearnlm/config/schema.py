@@ -125,6 +125,9 @@ class EvalConfig:
     # Metrics to compute (`unlearnlm metrics` lists them); None = every metric whose inputs
     # exist (the membership-inference ones need a holdout set: docs/method.md, section 7).
     metrics: list[str] | None = None
+    # Resamples of the seeded bootstrap behind every set mean's and aggregate's 95% interval
+    # (questions resampled within each set, seed 0); 0 = no intervals.
+    bootstrap_resamples: int = 1000
     eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
     forget_quality: bool = True  # fictitious: fine-tune a retain model and report TOFU Forget Quality
     bf16: bool | str = "auto"  # auto, true or false

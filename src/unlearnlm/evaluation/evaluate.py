@@ -18,6 +18,7 @@ from pathlib import Path
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data.prompts import PromptFormat
 from unlearnlm.evaluation.aggregates import aggregate, forget_quality, mia_aucs, retain_relative, set_means
+from unlearnlm.evaluation.intervals import intervals
 from unlearnlm.evaluation.judges.factory import Judges
 from unlearnlm.evaluation.metrics import truth_ratio_raw
 from unlearnlm.evaluation.registry import ADDABLE_STAGES, Metric, metrics_for
@@ -170,6 +171,9 @@ def _write_summary(model_path, cfg: RunConfig, sets: dict, family: str, out_dir:
     }
     if cfg.eval.lm_eval_tasks:
         summary["lm_eval"] = {t: general[t] for t in cfg.eval.lm_eval_tasks}
+    if cfg.eval.bootstrap_resamples:
+        records = {name: read_records(out_dir / f"{name}.jsonl") for name in sets}
+        summary["intervals"] = intervals(records, family, cfg.eval.bootstrap_resamples)
     write_json(out_dir / SUMMARY, summary)
     return summary
 

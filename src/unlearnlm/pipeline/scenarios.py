@@ -44,7 +44,7 @@ def _wants_membership_inference(cfg: RunConfig) -> bool:
 def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
     # Options that do not change one model's set scores stay out of the key (lm-eval results
     # are kept per task and limit inside the folder, set results per metric).
-    unscored = ("forget_quality", "eval_epochs", "lm_eval_tasks", "lm_eval_limit", "metrics")
+    unscored = ("forget_quality", "eval_epochs", "lm_eval_tasks", "lm_eval_limit", "metrics", "bootstrap_resamples")
     scoring = {k: v for k, v in config_to_dict(cfg.eval).items() if k not in unscored}
     payload = {"eval": scoring, "model": model_key_options(cfg.model),
                "split": cfg.data.split, "tasks": tasks, "judges": judges.describe()}
@@ -58,8 +58,8 @@ def _row(label: str, summary: dict, eval_dir: Path, run_dir: Path, **fields) -> 
     if "holdout" not in summary["sets"]:  # one row set shape for the reports
         aggregates.update(dict.fromkeys(f"auc_{m}" for m in MIA_METRICS))
     return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, **fields,
-            "aggregates": aggregates, "sets": summary["sets"],
-            "eval_dir": str(eval_dir.relative_to(run_dir)), "status": "ok"}
+            "aggregates": aggregates, "intervals": (summary.get("intervals") or {}).get("aggregates", {}),
+            "sets": summary["sets"], "eval_dir": str(eval_dir.relative_to(run_dir)), "status": "ok"}
 
 
 def _failed_row(label: str, error: str, **fields) -> dict:

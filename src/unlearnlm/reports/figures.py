@@ -159,7 +159,8 @@ def _mu_fe_legend(colors: dict[str, Any], runs: list[str]) -> list[Line2D]:
 
 def plot_privleak_fe(results: Results | Sequence[Results], path: str | Path | None) -> Figure | None:
     """privleak (y; 0 = like the retain model, -100 = like the target, > 0 over-unlearned) against
-    Forget Efficacy (x): the MU/FE figure's companion. None when no row has privleak."""
+    Forget Efficacy (x): the MU/FE figure's companion, one colour per method in a legend (points
+    crowd at -100), the target a star drawn once. None when no row has privleak."""
     with mpl.rc_context(STYLE):
         rows = [r for r in report_rows(results) if is_final(r) and not r["failed"]
                 and number(r["aggregates"].get("privleak")) is not None
@@ -167,20 +168,25 @@ def plot_privleak_fe(results: Results | Sequence[Results], path: str | Path | No
         if not rows:
             return None
         colors = _colors(rows, key="method")
-        fig = _figure(5.6, 4.6)
+        fig = _figure(7.4, 4.6)
         ax = fig.add_subplot()
         ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--", zorder=1)
+        drawn: set = set()
         for row in rows:
             fe, leak = number(row["aggregates"]["forget_efficacy"]), number(row["aggregates"]["privleak"])
             if row["is_target"]:
-                ax.scatter([fe], [leak], marker="*", s=260, color="gold", edgecolor="black", linewidth=0.8, zorder=3)
+                if (fe, leak) not in drawn:
+                    ax.scatter([fe], [leak], marker="*", s=260, color="gold", edgecolor="black", linewidth=0.8,
+                               zorder=3, label="target")
+                drawn.add((fe, leak))
             else:
-                ax.scatter([fe], [leak], s=55, color=colors[row["method"]], edgecolor="black", linewidth=0.5, zorder=3)
-            ax.annotate(row["display"], (fe, leak), xytext=(6, 4), textcoords="offset points", fontsize=8)
-        low = min(-105.0, min(number(r["aggregates"]["privleak"]) for r in rows) - 5)
-        high = max(25.0, max(number(r["aggregates"]["privleak"]) for r in rows) + 5)
-        ax.set(xlim=(-0.03, 1.03), ylim=(low, high), xlabel="Forget Efficacy (FE) \u2192",
-               ylabel="privleak (0 = retain model)", title="Membership leakage vs. forgetting")
+                ax.scatter([fe], [leak], s=55, color=colors[row["method"]], edgecolor="black", linewidth=0.5,
+                           zorder=3, label=row["display"])
+        leaks = [number(r["aggregates"]["privleak"]) for r in rows]
+        ax.set(xlim=(-0.03, 1.03), ylim=(min(-110.0, min(leaks) - 10), max(25.0, max(leaks) + 10)),
+               xlabel="Forget Efficacy (FE) \u2192", ylabel="privleak (0 = retain model)",
+               title="Membership leakage vs. forgetting")
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
         return _save(fig, path)
 
 

@@ -48,6 +48,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;font-size:12.5px;margin:.6em 0}
 th,td{border:1px solid #ddd;padding:2px 5px}.scroll{overflow-x:auto}th{background:#f3f3f3}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ci{color:#666;font-size:85%}
 tr.target td{font-weight:bold;background:#fff8dc}tr.failed td{color:#a00;background:#fff0f0}
 table.info th{text-align:left}.judge{background:#eef5ff;border-left:4px solid #4a7fd4;padding:.5em .8em}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:13px;color:#555}
@@ -61,6 +62,17 @@ figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 
 def _num_cells(values: Sequence[Any]) -> str:
     return "".join(f'<td class="num">{escape(fmt(v))}</td>' for v in values)
+
+
+def _interval_cells(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """Aggregate cells: the value, and below it its 95% bootstrap interval when there is one."""
+    cells = []
+    for key in keys:
+        value, bounds = row["aggregates"].get(key), (row.get("intervals") or {}).get(key)
+        ci = (f'<br><span class="ci">[{escape(fmt(bounds[0]))}, {escape(fmt(bounds[1]))}]</span>'
+              if bounds and value is not None else "")
+        cells.append(f'<td class="num">{escape(fmt(value))}{ci}</td>')
+    return "".join(cells)
 
 
 def _row_class(row: Mapping[str, Any]) -> str:
@@ -83,7 +95,7 @@ def aggregate_table(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         cells = (f'<td colspan="{len(keys)}">{escape(_failure(r))}</td>' if r["failed"]
-                 else _num_cells([r["aggregates"].get(k) for _, k in keys]))
+                 else _interval_cells(r, [k for _, k in keys]))
         body.append(f"<tr{_row_class(r)}><td>{escape(r['display'])}</td>{_ids(r)}{cells}</tr>")
     return (f'<table class="aggregates"><tr><th>label</th><th>method</th><th>epoch</th><th>task</th>'
             f"{head}</tr>{''.join(body)}</table>")

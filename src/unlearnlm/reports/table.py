@@ -7,8 +7,9 @@
     print_table(results)                   # rich: aggregates, then one table per set
 
 Columns: run, label, method, task, epoch, lr, status, error, MU, FE, MU_retain, FQ,
-TOFU_MU, each lm-eval task and its stderr (``mmlu_offline``, ``mmlu_offline_stderr``), then
-``<set>/<metric>`` (e.g. ``forget/rouge``).
+TOFU_MU, the privacy aggregates, each lm-eval task and its stderr (``mmlu_offline``,
+``mmlu_offline_stderr``), then ``<set>/<metric>`` (e.g. ``forget/rouge``); every aggregate
+column C is followed by C_lo and C_hi, its 95% bootstrap interval where one was computed.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ from unlearnlm.reports.runs import (
 )
 
 ID_COLUMNS = ("run", "label", "method", "task", "epoch", "lr", "status", "error")
+# The 95% bootstrap interval of an aggregate column C: columns C_lo and C_hi in the CSV, one
+# "value [lo, hi]" cell in Markdown.
+LOW, HIGH = "_lo", "_hi"
 
 
 def results_table(results: Results | Sequence[Results]) -> list[dict[str, Any]]:
@@ -58,6 +62,8 @@ def results_table(results: Results | Sequence[Results]) -> list[dict[str, Any]]:
         }
         for column, key in aggregates:
             flat[column] = number(row["aggregates"].get(key))
+            bounds = (row.get("intervals") or {}).get(key) or (None, None)
+            flat[f"{column}{LOW}"], flat[f"{column}{HIGH}"] = number(bounds[0]), number(bounds[1])
         for set_name, metrics in columns:
             values = row["sets"].get(set_name, {})
             for metric in metrics:
@@ -95,7 +101,7 @@ def _shown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Columns worth a reader's attention: label, status, then any column with a value."""
     keep = ["label", "status"]
     for column in _columns(rows):
-        if column in keep or column in ("run", "error"):
+        if column in keep or column in ("run", "error") or column.endswith((LOW, HIGH)):
             continue
         if column in ("MU", "FE") or any(row.get(column) is not None for row in rows):
             keep.append(column)
@@ -120,6 +126,9 @@ def _md_cell(row: Mapping[str, Any], column: str) -> str:
         text = "" if row.get(column) is None else str(row[column])
     else:
         text = fmt(row.get(column))
+        low, high = row.get(column + LOW), row.get(column + HIGH)
+        if row.get(column) is not None and low is not None and high is not None:
+            text += f" [{fmt(low)}, {fmt(high)}]"
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -132,7 +141,8 @@ def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     ]
     lines += ["| " + " | ".join(_md_cell(r, c) for c in columns) + " |" for r in rows]
     legend = ", ".join(f"{s} = {METRIC_LONG[m]}" for m, s in METRIC_SHORT.items())
-    lines += ["", f"MU = Model Utility, FE = Forget Efficacy, FQ = Forget Quality; {legend}."]
+    lines += ["", f"MU = Model Utility, FE = Forget Efficacy, FQ = Forget Quality; {legend}. "
+              "[lo, hi]: 95% bootstrap interval (questions resampled within each set)."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,109 @@
+"""Bootstrap confidence intervals of set means and aggregates, and of paired differences (docs/method.md, section 7).
+
+    records = {"forget": [...], "retain": [...], ...}      # per-example records of one model
+    ci = intervals(records, "tofu")                        # {"sets": {set: {metric: (lo, hi)}}, "aggregates": {...}}
+    diff = paired_differences(records_a, records_b, "tofu")  # {aggregate: (A - B, lo, hi)}
+
+Questions are resampled with replacement within each set (one draw of indices per set and
+resample, shared by every metric of that set, so their correlation is kept); each resample's
+set means give every aggregate, and the 2.5th and 97.5th percentiles of the resampled values
+are the 95% interval (percentile bootstrap). A paired interval draws the same questions for
+both models. Seeded: the same records give the same intervals.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from unlearnlm.evaluation.aggregates import aggregate
+from unlearnlm.evaluation.registry import METRICS
+
+RESAMPLES = 1000
+LEVEL = 0.95
+Records = Mapping[str, Sequence[Mapping[str, Any]]]
+
+
+def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """{metric: per-example values} for every registered metric present in every record."""
+    out = {}
+    for name in METRICS.names():
+        values = [r.get(name) for r in records]
+        if values and all(v is not None for v in values):
+            out[name] = np.asarray(values, dtype=np.float64)
+    return out
+
+
+def _draws(n_by_set: Mapping[str, int], resamples: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {name: rng.integers(0, n, size=(resamples, n)) for name, n in n_by_set.items() if n}
+
+
+def _bounds(values: Sequence[float | None], level: float) -> tuple[float, float] | None:
+    finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if finite.size < len(values) or finite.size == 0:
+        return None  # an aggregate undefined in some resample has no interval
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(finite, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def _resampled_means(columns: Mapping[str, Mapping[str, np.ndarray]], draws: Mapping[str, np.ndarray]):
+    """{set: {metric: (resamples,) means}}."""
+    return {s: {m: v[draws[s]].mean(axis=1) for m, v in cols.items()} for s, cols in columns.items() if s in draws}
+
+
+def _aggregates_per_resample(means: Mapping[str, Mapping[str, np.ndarray]], family: str, resamples: int) -> dict:
+    """{aggregate: [value of each resample]}."""
+    out: dict[str, list] = {}
+    for r in range(resamples):
+        for key, value in aggregate({s: {m: float(v[r]) for m, v in ms.items()} for s, ms in means.items()},
+                                    family).items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def intervals(records: Records, family: str, resamples: int = RESAMPLES, seed: int = 0,
+              level: float = LEVEL) -> dict[str, dict]:
+    """95% intervals of every set mean and every aggregate of one model's records."""
+    columns = {s: _columns(rs) for s, rs in records.items()}
+    draws = _draws({s: len(rs) for s, rs in records.items()}, resamples, seed)
+    means = _resampled_means(columns, draws)
+    return {
+        "sets": {s: {m: _bounds(v.tolist(), level) for m, v in ms.items()} for s, ms in means.items()},
+        "aggregates": {k: _bounds(v, level) for k, v in _aggregates_per_resample(means, family, resamples).items()},
+        "resamples": resamples, "seed": seed, "level": level,
+    }
+
+
+def _paired(records_a: Records, records_b: Records) -> tuple[dict, dict]:
+    """Both models' records restricted to the questions of each set they share, in one order."""
+    a_out, b_out = {}, {}
+    for s in records_a:
+        if s not in records_b:
+            continue
+        b_by_q = {r["question"]: r for r in records_b[s]}
+        shared = [r for r in records_a[s] if r["question"] in b_by_q]
+        a_out[s], b_out[s] = shared, [b_by_q[r["question"]] for r in shared]
+    return a_out, b_out
+
+
+def paired_differences(records_a: Records, records_b: Records, family: str, resamples: int = RESAMPLES,
+                       seed: int = 0, level: float = LEVEL) -> dict[str, tuple[float, float, float] | None]:
+    """{aggregate: (A - B, lo, hi)} with the same questions drawn for both models in every resample."""
+    a, b = _paired(records_a, records_b)
+    cols_a, cols_b = ({s: _columns(rs) for s, rs in x.items()} for x in (a, b))
+    draws = _draws({s: len(rs) for s, rs in a.items()}, resamples, seed)
+    per_a = _aggregates_per_resample(_resampled_means(cols_a, draws), family, resamples)
+    per_b = _aggregates_per_resample(_resampled_means(cols_b, draws), family, resamples)
+    point_a = aggregate({s: {m: float(v.mean()) for m, v in c.items()} for s, c in cols_a.items()}, family)
+    point_b = aggregate({s: {m: float(v.mean()) for m, v in c.items()} for s, c in cols_b.items()}, family)
+    out: dict[str, tuple[float, float, float] | None] = {}
+    for key in per_a:
+        if point_a.get(key) is None or point_b.get(key) is None:
+            out[key] = None
+            continue
+        diffs = [None if x is None or y is None else x - y for x, y in zip(per_a[key], per_b[key])]
+        bounds = _bounds(diffs, level)
+        out[key] = None if bounds is None else (point_a[key] - point_b[key], *bounds)
+    return out
