@@ -58,3 +58,17 @@ def test_paired_difference_of_a_constant_shift_is_exact():
     unpaired = intervals(a, "tofu", resamples=300, seed=1)["aggregates"]["forget_efficacy"]
     assert unpaired[1] - unpaired[0] > 0.05  # the same models' FE alone is uncertain
     assert diff["model_utility"] is None
+
+
+def test_zero_one_scores_match_the_binomial_interval():
+    # 60 of 200 entailment scores are 1: the normal (Wald) binomial interval is
+    # p +- 1.96 sqrt(p (1 - p) / n) = 0.3 +- 0.0635
+    records = {"retain": [{"question": f"q{i}", "entailment": float(i < 60)} for i in range(200)]}
+    lo, hi = intervals(records, "tofu", resamples=4000, seed=2)["sets"]["retain"]["entailment"]
+    half = 1.96 * math.sqrt(0.3 * 0.7 / 200)
+    assert lo == pytest.approx(0.3 - half, abs=0.012) and hi == pytest.approx(0.3 + half, abs=0.012)
+
+
+def test_a_model_against_itself_differs_by_exactly_zero():
+    a = {"forget": _forget_records(np.random.default_rng(9), 15)}
+    assert paired_differences(a, a, "tofu", resamples=200)["forget_efficacy"] == (0.0, 0.0, 0.0)

@@ -361,3 +361,16 @@ def test_intervals_reach_the_csv_the_markdown_and_the_html(results, run_dir, tmp
     assert "MU_lo" not in md.splitlines()[0]
     page = write_html([results], [run_dir], tmp_path / "report.html").read_text()
     assert '<span class="ci">[0.125, 0.875]</span>' in page and '<span class="ci">[0.500, 0.750]</span>' in page
+
+
+def test_mu_fe_error_bars_span_the_intervals(results):
+    results = json.loads(json.dumps(results))
+    row = next(r for r in results["rows"] if r["status"] == "ok" and r["epoch"] is None and r["method"])
+    fe, mu = row["aggregates"]["forget_efficacy"], row["aggregates"]["model_utility"]
+    row["intervals"] = {"forget_efficacy": [fe - 0.05, fe + 0.1], "model_utility": [mu - 0.2, mu + 0.03]}
+    ax = plot_mu_fe(results, None).axes[0]
+    segments = [seg for c in ax.collections if type(c).__name__ == "LineCollection" for seg in c.get_segments()]
+    spans = sorted((round(float(s[0][0]), 6), round(float(s[1][0]), 6), round(float(s[0][1]), 6), round(float(s[1][1]), 6))
+                   for s in segments)
+    assert spans == sorted([(round(fe - 0.05, 6), round(fe + 0.1, 6), round(mu, 6), round(mu, 6)),
+                            (round(fe, 6), round(fe, 6), round(mu - 0.2, 6), round(mu + 0.03, 6))])

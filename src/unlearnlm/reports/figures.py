@@ -100,9 +100,21 @@ def _label_offset(placed: list[tuple[float, float, float, float]], fe: float, mu
 _RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
+def _error_bars(ax, row: dict[str, Any], fe: float, mu: float) -> None:
+    """The row's 95% bootstrap intervals of FE (horizontal) and MU (vertical), when it has both."""
+    ci = row.get("intervals") or {}
+    fe_ci, mu_ci = ci.get("forget_efficacy"), ci.get("model_utility")
+    if not (fe_ci and mu_ci):
+        return
+    ax.errorbar([fe], [mu], xerr=[[max(0.0, fe - fe_ci[0])], [max(0.0, fe_ci[1] - fe)]],
+                yerr=[[max(0.0, mu - mu_ci[0])], [max(0.0, mu_ci[1] - mu)]], fmt="none", ecolor="grey",
+                elinewidth=0.8, capsize=2, alpha=0.7, zorder=2, label="_interval")
+
+
 def plot_mu_fe(results: Results | Sequence[Results], path: str | Path | None) -> Figure:
     """Model Utility (y) against Forget Efficacy (x): one point per final row, the target
-    (the model before unlearning) a star.
+    (the model before unlearning) a star, each with its 95% bootstrap intervals as error bars
+    when the row has them.
 
     One run: each point is labelled with its method. Several runs: the colour is the method
     and the marker the run, explained in a legend (point labels would not fit), and targets
@@ -132,6 +144,7 @@ def plot_mu_fe(results: Results | Sequence[Results], path: str | Path | None) ->
                 marker = _RUN_MARKERS[runs.index(row["run"]) % len(_RUN_MARKERS)] if several else "o"
                 ax.scatter([fe], [mu], marker=marker, s=55, color=colors[row["method"]],
                            edgecolor="black", linewidth=0.5, zorder=3, label=row["display"])
+            _error_bars(ax, row, fe, mu)
             if not several or row["is_target"]:
                 label = "target" if several and len(targets) == 1 else row["display"]
                 dy = _label_offset(placed, fe, mu, label)
