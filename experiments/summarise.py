@@ -149,11 +149,18 @@ PRIVACY_COLUMNS = (("privleak", "privleak"), ("AUC Min-K%", "auc_mia_min_k"), ("
                    ("AUC Ref", "auc_mia_reference"))
 
 
+def _with_interval(row: dict, key: str) -> str:
+    """The aggregate, with its 95% bootstrap interval when the row has one: 0.435 [0.273, 0.615]."""
+    bounds = (row.get("intervals") or {}).get(key)
+    text = _num(_agg(row, key))
+    return f"{text} [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds and _agg(row, key) is not None else text
+
+
 def privacy_table(root: Path, runs: tuple[tuple[str, str], ...] = PRIVACY_RUNS) -> str:
     """Privacy and memorisation of the target and every method of the privacy runs (fresh
     evaluations of the grid's selected models): privleak and the attacks' AUCs (forget vs
     holdout; the retain model as reference), forget-set exact memorisation (EM) and extraction
-    strength (XS)."""
+    strength (XS). The AUCs carry their 95% bootstrap intervals (forget and holdout resampled)."""
     found = [(name, setting, res) for name, setting in runs if (res := _load(root, name))]
     if not found:
         return "## Privacy and memorisation\n\nNo privacy run found.\n"
@@ -172,7 +179,7 @@ def privacy_table(root: Path, runs: tuple[tuple[str, str], ...] = PRIVACY_RUNS) 
         forget, leak = row["sets"].get("forget", {}), _agg(row, "privleak")
         out.append(f"| {label} | {setting} | {_num(_agg(row, 'forget_efficacy'))} | "
                    + ("-" if leak is None else f"{leak:.1f}") + " | "
-                   + " | ".join(_num(_agg(row, k)) for _, k in PRIVACY_COLUMNS[1:])
+                   + " | ".join(_with_interval(row, k) for _, k in PRIVACY_COLUMNS[1:])
                    + f" | {_num(forget.get('exact_memorisation'))} | {_num(forget.get('extraction_strength'))} |")
     return "\n".join(out) + "\n"
 

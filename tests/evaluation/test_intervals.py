@@ -72,3 +72,13 @@ def test_zero_one_scores_match_the_binomial_interval():
 def test_a_model_against_itself_differs_by_exactly_zero():
     a = {"forget": _forget_records(np.random.default_rng(9), 15)}
     assert paired_differences(a, a, "tofu", resamples=200)["forget_efficacy"] == (0.0, 0.0, 0.0)
+
+
+def test_mia_auc_intervals_resample_both_sets():
+    forget = [{"question": f"f{i}", "mia_loss": 1.0 + 0.01 * i} for i in range(12)]
+    holdout = [{"question": f"h{i}", "mia_loss": 2.0 + 0.01 * i} for i in range(12)]
+    got = intervals({"forget": forget, "holdout": holdout}, "tofu", resamples=300)["aggregates"]
+    assert got["auc_mia_loss"] == (1.0, 1.0)  # separated sets stay separated in every resample
+    mixed = [{"question": f"h{i}", "mia_loss": 1.0 + 0.01 * i} for i in range(12)]  # the same scores
+    lo, hi = intervals({"forget": forget, "holdout": mixed}, "tofu", resamples=300)["aggregates"]["auc_mia_loss"]
+    assert lo < 0.5 < hi

@@ -111,6 +111,7 @@ def test_privacy_table_lists_target_and_methods(tmp_path):
     target["aggregates"].update(privleak=-97.5, auc_mia_min_k=0.99, auc_mia_reference=1.0)
     me = _row("ME+GD", 1e-4, 0.4, 0.7)
     me["aggregates"].update(privleak=12.25, auc_mia_min_k=0.44)
+    me["intervals"] = {"auc_mia_min_k": [0.25, 0.625]}
     me["sets"]["forget"].update(exact_memorisation=0.5, extraction_strength=0.125)
     rmu = _row("RMU", 1e-4, 0.3, 0.8, status="failed")
     for name, rows in (("privacy-lr1e-4", [target, me]), ("privacy-rmu-lr1e-2", [target, rmu])):
@@ -120,6 +121,6 @@ def test_privacy_table_lists_target_and_methods(tmp_path):
     text = summarise.privacy_table(tmp_path)
     assert "Holdout set: 40 QA of retain_perturbed authors the target never saw." in text
     assert "| target | - | 0.100 | -97.5 | 0.990 | - | - | - | - | 1.000 | - | - |" in text
-    assert "| ME+GD | lr 1e-4 | 0.700 | 12.2 | 0.440 | - | - | - | - | - | 0.500 | 0.125 |" in text
+    assert "| ME+GD | lr 1e-4 | 0.700 | 12.2 | 0.440 [0.250, 0.625] | - | - | - | - | - | 0.500 | 0.125 |" in text
     assert "| RMU | RMU lr 1e-2 | failed |" in text
     assert "No privacy run found" in summarise.privacy_table(tmp_path / "none")

@@ -4,7 +4,8 @@
     ci = intervals(records, "tofu")                        # {"sets": {set: {metric: (lo, hi)}}, "aggregates": {...}}
     diff = paired_differences(records_a, records_b, "tofu")  # {aggregate: (A - B, lo, hi)}
 
-Questions are resampled with replacement within each set (one draw of indices per set and
+Questions are resampled with replacement within each set (forget and holdout too, for the
+membership-inference AUCs) (one draw of indices per set and
 resample, shared by every metric of that set, so their correlation is kept); each resample's
 set means give every aggregate, and the 2.5th and 97.5th percentiles of the resampled values
 are the 95% interval (percentile bootstrap). A paired interval draws the same questions for
@@ -16,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unlearnlm.evaluation.aggregates import aggregate
+from unlearnlm.evaluation.aggregates import aggregate, mia_aucs
 from unlearnlm.evaluation.registry import METRICS
 
 RESAMPLES = 1000
@@ -69,9 +70,16 @@ def intervals(records: Records, family: str, resamples: int = RESAMPLES, seed: i
     columns = {s: _columns(rs) for s, rs in records.items()}
     draws = _draws({s: len(rs) for s, rs in records.items()}, resamples, seed)
     means = _resampled_means(columns, draws)
+    per_resample = _aggregates_per_resample(means, family, resamples)
+    if records.get("forget") and records.get("holdout"):  # the attacks' AUCs, from the same draws
+        forget, holdout = list(records["forget"]), list(records["holdout"])
+        for r in range(resamples):
+            aucs = mia_aucs([forget[i] for i in draws["forget"][r]], [holdout[i] for i in draws["holdout"][r]])
+            for key, value in aucs.items():
+                per_resample.setdefault(key, []).append(value)
     return {
         "sets": {s: {m: _bounds(v.tolist(), level) for m, v in ms.items()} for s, ms in means.items()},
-        "aggregates": {k: _bounds(v, level) for k, v in _aggregates_per_resample(means, family, resamples).items()},
+        "aggregates": {k: _bounds(v, level) for k, v in per_resample.items()},
         "resamples": resamples, "seed": seed, "level": level,
     }
 
