@@ -172,7 +172,7 @@ def test_unknown_key_did_you_mean():
 
 
 def test_retired_option_names_its_replacement():
-    from unlearnlm.config.load import migrate_retired
+    from unlearnlm.config.retired import migrate_retired
 
     msg = _error("demo", ["eval.mmlu_size=100"])
     assert "'eval.mmlu_size' was replaced by lm-evaluation-harness" in msg and "eval.lm_eval_tasks=[mmlu_offline]" in msg

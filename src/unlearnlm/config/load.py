@@ -7,7 +7,6 @@ A preset may name one parent with ``base: <preset>`` (one level of inclusion). A
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import math
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from unlearnlm.config.schema import SCENARIOS, SPLITS, TRACKING_KEYS, ModelConfig, RunConfig, TrainConfig, UnlearnConfig
+from unlearnlm.config.retired import RETIRED
 from unlearnlm.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -176,20 +176,6 @@ def _coerce(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
 
 def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
-# Options that no longer exist: what replaced them.
-RETIRED = {"eval.mmlu_size": "replaced by lm-evaluation-harness: eval.lm_eval_tasks=[mmlu_offline] eval.lm_eval_limit=N"}
-
-
-def migrate_retired(cfg_dict: dict) -> dict:
-    """A saved config with its retired options written as their replacements (eval.mmlu_size N
-    becomes lm_eval_tasks [mmlu_offline] with limit N), so an older run directory compares."""
-    out = copy.deepcopy(cfg_dict)
-    size = (out.get("eval") or {}).pop("mmlu_size", None)
-    if size:
-        out["eval"].update(lm_eval_tasks=["mmlu_offline"], lm_eval_limit=size)
-    return out
 
 
 def _build(cls: type, data: dict, prefix: str, errors: list[str]) -> Any:

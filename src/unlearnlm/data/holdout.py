@@ -25,10 +25,11 @@ def _tofu_holdout_file(cfg: RunConfig, data_dir: Path) -> Path | None:
     from unlearnlm.data.fetch import fetched_dir
 
     name = HOLDOUT_FOR.get(cfg.data.split)
+    if name is None:
+        return None
     for folder in (data_dir / "tofu", fetched_dir(cfg.model.cache_dir) / "tofu"):
-        for candidate in (folder / f"{name}.json", folder / f"{name}.json.gz"):
-            if name and candidate.is_file():
-                return folder / f"{name}.json"
+        if (folder / f"{name}.json").is_file() or (folder / f"{name}.json.gz").is_file():
+            return folder / f"{name}.json"  # read_jsonl opens NAME, else NAME.gz
     return None
 
 

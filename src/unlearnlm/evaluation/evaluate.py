@@ -155,9 +155,10 @@ def _lm_eval(model, tokenizer, tasks: list[str], cfg: RunConfig, out_dir: Path, 
 def _write_summary(model_path, cfg: RunConfig, sets: dict, family: str, out_dir: Path, judges_id: dict,
                    done: dict, general: dict, wall: float) -> dict:
     means = {name: done[name]["means"] for name in sets}
+    records = {name: read_records(out_dir / f"{name}.jsonl") for name in sets}  # once, for AUCs and intervals
     aggregates = aggregate(means, family)
     if "forget" in sets and "holdout" in sets:
-        aggregates.update(mia_aucs(read_records(out_dir / "forget.jsonl"), read_records(out_dir / "holdout.jsonl")))
+        aggregates.update(mia_aucs(records["forget"], records["holdout"]))
     summary = {
         "model": str(model_path),
         "family": family,
@@ -172,7 +173,6 @@ def _write_summary(model_path, cfg: RunConfig, sets: dict, family: str, out_dir:
     if cfg.eval.lm_eval_tasks:
         summary["lm_eval"] = {t: general[t] for t in cfg.eval.lm_eval_tasks}
     if cfg.eval.bootstrap_resamples:
-        records = {name: read_records(out_dir / f"{name}.jsonl") for name in sets}
         summary["intervals"] = intervals(records, family, cfg.eval.bootstrap_resamples)
     write_json(out_dir / SUMMARY, summary)
     return summary

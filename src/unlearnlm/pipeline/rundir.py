@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from unlearnlm.config.load import config_to_dict, deep_merge, migrate_retired, result_train_options
+from unlearnlm.config.load import config_to_dict, deep_merge, result_train_options
+from unlearnlm.config.retired import migrate_retired
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data.bundle import content_checksums
 from unlearnlm.data.loading import data_source
