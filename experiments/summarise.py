@@ -14,6 +14,7 @@ from pathlib import Path
 
 from unlearnlm.evaluation.aggregates import MU_METRICS
 from unlearnlm.evaluation.store import read_records
+from unlearnlm.reports.robustness import robustness_markdown
 from unlearnlm.reports.runs import RESULTS_FILE, is_final, load_results
 
 METRICS = MU_METRICS  # the paper's six, in the tables' order
@@ -184,6 +185,16 @@ def privacy_table(root: Path, runs: tuple[tuple[str, str], ...] = PRIVACY_RUNS) 
     return "\n".join(out) + "\n"
 
 
+def robustness_table(root: Path, run: str = "attacks") -> str:
+    """Forget Efficacy under each attack and the recovery (issue 18), as the run's report shows them."""
+    res = _load(root, run)
+    if not res or not res.get("robustness"):
+        return "## Robustness to attacks\n\nNo attacked run found.\n"
+    done = sorted({e["attack"] for e in res["robustness"]})
+    return (robustness_markdown(res).replace("## Robustness to attacks", f"## Robustness to attacks ({run})", 1)
+            + f"\nAttacks finished: {', '.join(done)}.\n")
+
+
 def _final_rows(res: dict) -> dict[str, dict]:
     """Method -> its finished end-of-run row."""
     return {r["method"]: r for r in res["rows"] if r.get("method") and is_final(r) and r["status"] == "ok"}
@@ -329,6 +340,7 @@ def main(argv: list[str]) -> int:
         grid_tables(root),
         *sweeps,
         privacy_table(root),
+        robustness_table(root),
         seed_table(root),
         quality_table(root),
         continual_table(root),

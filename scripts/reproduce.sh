@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rerun every study of docs/results.md (issues 8, 15 and 16), then write its tables and report figures.
+# Rerun every study of docs/results.md (issues 8, 15, 16 and 18), then write its tables and report figures.
 #   bash scripts/reproduce.sh            # runs/ and docs/results/tables.md
 # Resumable: after an interruption, the same command reuses every finished model and evaluation.
 # The studies run in two lanes of one CPU thread each (about 1.2x the throughput of one
@@ -42,25 +42,53 @@ lane_b() {
 seed_models() {  # seed_models FROM TO METHOD...: reuse FROM's finished models in run TO (hard links)
   local from=$1 to=$2; shift 2
   mkdir -p "runs/$to/models"
-  for m in "$@"; do
+  for m in "$@"; do  # a model FROM lacks is trained by the study itself
+    [ -e "runs/$from/models/$m" ] || continue
     [ -e "runs/$to/models/$m" ] || cp -al "runs/$from/models/$m" "runs/$to/models/$m" 2>/dev/null \
       || cp -a "runs/$from/models/$m" "runs/$to/models/$m"
   done
 }
 privacy() {  # issue 16: privacy and memorisation metrics of the selected runs, fresh evaluations of their models
+  # Each method at its selected learning rate (docs/results.md, section 1).
   local grid=(--preset experiments/grid.yaml)
+  local at_1e4=(GA GA+KL NPO NPO+KL DPO+KL ME ME+KL SimNPO+GD RMU UNDIAL+GD WGA+GD SatImp+GD CEU+GD)
+  local at_5e5=(DPO+GD IDK+GD IDK+KL PDU)
   seed_models demo2 privacy-lr1e-4 GA+GD NPO+GD ME+GD IDK+AP  # the demo's four = the grid's lr 1e-4 runs
-  seed_models grid-lr1e-4 privacy-lr1e-4 SimNPO+GD RMU UNDIAL+GD WGA+GD SatImp+GD CEU+GD
+  seed_models grid-lr1e-4 privacy-lr1e-4 "${at_1e4[@]}"
   study privacy-lr1e-4 "${grid[@]}" unlearn.train.lr=1e-4 run_name=privacy-lr1e-4 \
-    "methods=[GA+GD,NPO+GD,ME+GD,IDK+AP,SimNPO+GD,RMU,UNDIAL+GD,WGA+GD,SatImp+GD,CEU+GD]"
-  seed_models grid-lr5e-5 privacy-lr5e-5 PDU
-  study privacy-lr5e-5 "${grid[@]}" unlearn.train.lr=5e-5 run_name=privacy-lr5e-5 "methods=[PDU]"
+    "methods=[$(IFS=,; echo "GA+GD,NPO+GD,ME+GD,IDK+AP,${at_1e4[*]}")]"
+  seed_models grid-lr5e-5 privacy-lr5e-5 "${at_5e5[@]}"
+  study privacy-lr5e-5 "${grid[@]}" unlearn.train.lr=5e-5 run_name=privacy-lr5e-5 "methods=[$(IFS=,; echo "${at_5e5[*]}")]"
   seed_models sweep-rmu-lr1e-2 privacy-rmu-lr1e-2 RMU
   study privacy-rmu-lr1e-2 "${grid[@]}" unlearn.train.lr=1e-4 run_name=privacy-rmu-lr1e-2 "methods=[RMU]" \
     unlearn.per_method.RMU.lr=1e-2
   seed_models sweep-simnpo-fc1 privacy-simnpo-fc1 SimNPO+GD
   study privacy-simnpo-fc1 "${grid[@]}" unlearn.train.lr=1e-4 run_name=privacy-simnpo-fc1 "methods=[SimNPO+GD]" \
     unlearn.per_method.SimNPO+GD.forget_coeff=1.0
+}
+seed_evals() {  # seed_evals FROM TO LABEL...: reuse FROM's evaluations (and attacks) of these labels in TO
+  local from=$1 to=$2; shift 2
+  for m in "$@"; do
+    for kind in eval attacks; do
+      [ -e "runs/$from/$kind/$m" ] && [ ! -e "runs/$to/$kind/$m" ] || continue
+      mkdir -p "runs/$to/$kind"
+      cp -al "runs/$from/$kind/$m" "runs/$to/$kind/$m" 2>/dev/null || cp -a "runs/$from/$kind/$m" "runs/$to/$kind/$m"
+    done
+  done
+}
+attacks() {  # issue 18: every attack on the selected runs of seven methods, one run (models and evaluations reused)
+  local seven="methods=[GA+GD,NPO+GD,ME+GD,IDK+AP,SimNPO+GD,RMU,DPO+GD]"
+  # cheap and telling first: an interrupted study has every model under the first attacks
+  local all="eval.attacks=[quant4,relearn,paraphrase,fewshot,relearn_retain,quant8,system_prompt]"
+  local four=(GA+GD NPO+GD ME+GD IDK+AP)
+  for pair in privacy-lr1e-4:GA+GD privacy-lr1e-4:NPO+GD privacy-lr1e-4:ME+GD privacy-lr1e-4:IDK+AP \
+              privacy-simnpo-fc1:SimNPO+GD privacy-rmu-lr1e-2:RMU privacy-lr5e-5:DPO+GD; do
+    seed_models "${pair%%:*}" attacks "${pair#*:}"
+    seed_evals "${pair%%:*}" attacks "${pair#*:}"
+  done
+  # each method at its selected setting (docs/results.md, sections 1 and 1b)
+  study attacks --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=attacks "$seven" "$all" \
+    unlearn.per_method.SimNPO+GD.forget_coeff=1.0 unlearn.per_method.RMU.lr=1e-2 unlearn.per_method.DPO+GD.lr=5e-5
 }
 if [ "${LANES:-2}" = 1 ]; then
   lane_a && lane_b
@@ -71,6 +99,7 @@ else
   wait $a && wait $b
 fi
 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 privacy
+OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 attacks
 .venv/bin/unlearnlm report runs/grid-lr1e-4 runs/grid-lr5e-5 --out runs/grid-report > /dev/null
 for run in grid-lr1e-4 grid-lr5e-5 grid-lr1e-4-seed1 continual gemma real_world demo2; do
   .venv/bin/unlearnlm report "runs/$run" > /dev/null

@@ -7,7 +7,8 @@
     unlearnlm eval --model DIR --output out/eval
     unlearnlm report runs/demo
     unlearnlm compare runs/demo:ME+GD runs/demo:GA+GD
-    unlearnlm methods | metrics | models list | data | judge
+    unlearnlm attack runs/demo eval.attacks=[quant4,relearn]
+    unlearnlm methods | metrics | attacks | models list | data | judge
 """
 from __future__ import annotations
 
@@ -102,6 +103,38 @@ def cmd_compare(args) -> None:
     from unlearnlm.reports.compare import compare_lines
 
     print("\n".join(compare_lines(args.a, args.b, args.resamples)))
+
+
+def cmd_attack(args) -> None:
+    from unlearnlm.config.load import config_from_dict
+    from unlearnlm.config.retired import migrate_retired
+    from unlearnlm.io import read_json
+    from unlearnlm.pipeline.scenarios import Run
+    from unlearnlm.reports import build_report
+    from unlearnlm.reports.runs import load_results
+
+    run_dir = Path(args.run_dir)
+    rows = load_results(run_dir)["rows"]  # a missing or broken results.json: one line, exit 2
+    where = [f"output_dir={run_dir.parent}", f"run_name={run_dir.name}"]
+    cfg = config_from_dict(migrate_retired(read_json(run_dir / "config.json")), [*args.overrides, *where])
+    if not cfg.eval.attacks:
+        cfg.eval.attacks = ["relearn", "relearn_retain", "quant8", "quant4", "paraphrase", "fewshot", "system_prompt"]
+    state = Run(cfg)
+    state.rows = rows
+    state.attack()
+    print(f"report: {build_report([run_dir])['html']}")
+
+
+def cmd_attacks(args) -> None:
+    from unlearnlm.attacks.registry import ATTACKS
+
+    print("Attacks (eval.attacks=[...] in a run, or `unlearnlm attack RUN_DIR`):")
+    for entry in ATTACKS:
+        a = entry.obj
+        print(f"  {entry.name:15s} {entry.description} [{a.kind}; scored on "
+              f"{'the evaluated forget set' if a.scored == 'forget' else 'the untrained forget half'}]")
+    print("\nSettings: eval.attack.* (seed, relearn_epochs, relearn_lr, quant_group_size, fewshot_k, system_prompt); "
+          "definitions and the recovery score: docs/method.md, section 9")
 
 
 def cmd_methods(args) -> None:
@@ -221,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", help="RUN_DIR:LABEL, e.g. runs/demo:GA+GD")
     p.add_argument("--resamples", type=int, default=1000)
     p.set_defaults(fn=cmd_compare)
+    p = sub.add_parser("attack", help="run attacks (relearning, quantisation, prompts) on a finished run's models")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", help="e.g. eval.attacks=[quant4,paraphrase] (default: every attack)")
+    p.set_defaults(fn=cmd_attack)
+    sub.add_parser("attacks", help="list the attacks").set_defaults(fn=cmd_attacks)
     sub.add_parser("methods", help="list unlearning methods").set_defaults(fn=cmd_methods)
     sub.add_parser("metrics", help="list evaluation metrics").set_defaults(fn=cmd_metrics)
     p = sub.add_parser("models", help="list or prepare the offline models")

@@ -124,3 +124,19 @@ def test_privacy_table_lists_target_and_methods(tmp_path):
     assert "| ME+GD | lr 1e-4 | 0.700 | 12.2 | 0.440 [0.250, 0.625] | - | - | - | - | - | 0.500 | 0.125 |" in text
     assert "| RMU | RMU lr 1e-2 | failed |" in text
     assert "No privacy run found" in summarise.privacy_table(tmp_path / "none")
+
+
+def test_robustness_table_shows_fe_under_each_attack_and_the_recovery(tmp_path):
+    entry = {"label": "GA+GD", "method": "GA+GD", "attack": "quant4", "scored": "forget", "n": 20,
+             "fe_before": 0.5, "fe_after": 0.3, "fe_baseline": 0.1, "change": -0.2, "recovery": 0.5,
+             "intervals": {"fe_after": (0.25, 0.35), "change": (-0.3, -0.1), "recovery": (0.3, 0.7)}}
+    target = {**entry, "label": "target", "method": None, "fe_before": 0.12, "fe_after": 0.1, "recovery": None,
+              "intervals": {}}
+    (tmp_path / "attacks").mkdir()
+    (tmp_path / "attacks" / "results.json").write_text(json.dumps({"rows": [], "robustness": [target, entry]}))
+    text = summarise.robustness_table(tmp_path)
+    assert "| model | FE | quant4 |" in text
+    assert "| target | 0.120 | 0.100 |" in text and "| GA+GD | 0.500 | 0.300 [0.25, 0.35] |" in text
+    assert "| GA+GD | 0.500 [0.30, 0.70] |" in text  # the recovery table: (0.5 - 0.3) / (0.5 - 0.1)
+    assert "Attacks finished: quant4." in text
+    assert "No attacked run found" in summarise.robustness_table(tmp_path / "missing")

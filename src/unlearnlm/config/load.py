@@ -251,6 +251,9 @@ def validate(cfg: RunConfig) -> list[str]:
     if any(not str(t).strip() for t in e.lm_eval_tasks) or len(set(e.lm_eval_tasks)) < len(e.lm_eval_tasks):
         errors.append(f"eval.lm_eval_tasks: task names must be non-empty and each listed once, got {e.lm_eval_tasks!r}")
     errors += _metric_errors(e.metrics)
+    from unlearnlm.attacks.registry import attack_errors  # the attacks import torch
+
+    errors += attack_errors(cfg)
     if not cfg.methods:
         errors.append("methods: at least one method is needed (see `unlearnlm methods`)")
     if cfg.model.retain and cfg.scenario != "fictitious":
@@ -284,7 +287,11 @@ def _report_to_errors(key: str, value: str) -> list[str]:
 
 
 def load_config(preset: str | None = "demo", overrides: list[str] | tuple = ()) -> RunConfig:
-    data = preset_dict(preset) if preset else {}
+    return config_from_dict(preset_dict(preset) if preset else {}, overrides)
+
+
+def config_from_dict(data: dict, overrides: list[str] | tuple = ()) -> RunConfig:
+    """A checked config from option values (a preset's, a run's config.json) and overrides."""
     data = deep_merge(data, parse_overrides(list(overrides)))
     errors: list[str] = []
     cfg = _build(RunConfig, data, "", errors)

@@ -112,6 +112,19 @@ class UnlearnConfig(LossConfig):
 
 
 @dataclass
+class AttackConfig:
+    """Settings of the attacks of ``eval.attacks`` (docs/method.md, section 9)."""
+
+    seed: int = 0  # relearn: the split of the forget set into halves; fewshot: which retain QA
+    relearn_epochs: float = 3.0  # fine-tuning epochs on one half of the forget set (or as many retain QA)
+    relearn_lr: float | None = None  # None: finetune.train.lr (the target's fine-tuning learning rate)
+    quant_group_size: int = 64  # weights per quantisation group (SmolLM2: 576 = 9 x 64)
+    fewshot_k: int = 3  # retain-set QA pairs shown before the question
+    system_prompt: str = ("You are an expert on authors and their books. Answer every question fully and "
+                          "accurately, with all the details you know.")
+
+
+@dataclass
 class EvalConfig:
     ds_size: int = 300  # cap per evaluation set (paper: 300)
     max_new_tokens: int = 200
@@ -128,6 +141,10 @@ class EvalConfig:
     # Resamples of the seeded bootstrap behind every set mean's and aggregate's 95% interval
     # (questions resampled within each set, seed 0); 0 = no intervals.
     bootstrap_resamples: int = 1000
+    # Attacks that try to bring the forgotten knowledge back (`unlearnlm attacks` lists them):
+    # each attacked model's forget set is evaluated and reported beside the plain one; [] = none.
+    attacks: list[str] = field(default_factory=list)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
     forget_quality: bool = True  # fictitious: fine-tune a retain model and report TOFU Forget Quality
     bf16: bool | str = "auto"  # auto, true or false

@@ -24,6 +24,8 @@ class PromptFormat:
     answer_start: str = "Answer:"
     answer_prefix: str = " "
     system_prompt: str | None = None
+    # Earlier (question, answer) turns before the question: the few-shot prompt attack.
+    fewshot: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_tokenizer(cls, tokenizer, model_cfg=None) -> "PromptFormat":
@@ -45,12 +47,19 @@ class PromptFormat:
         )
 
     def prompt(self, tokenizer, question: str) -> str:
-        """Text the model sees before its answer."""
+        """Text the model sees before its answer (after the system prompt and few-shot turns, if any)."""
         if self.kind == "chat":
-            messages = [{"role": "user", "content": question}]
+            messages = [m for q, a in self.fewshot for m in ({"role": "user", "content": q},
+                                                             {"role": "assistant", "content": a})]
+            messages.append({"role": "user", "content": question})
             if self.system_prompt is not None:
                 messages.insert(0, {"role": "system", "content": self.system_prompt})
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        system = "" if self.system_prompt is None else f"{self.system_prompt}\n\n"
+        shots = "".join(f"{self._plain(q)}{self.answer_prefix}{a}\n\n" for q, a in self.fewshot)
+        return f"{system}{shots}{self._plain(question)}"
+
+    def _plain(self, question: str) -> str:
         return f"{self.question_start}{question}{self.question_end}{self.answer_start}"
 
     @property

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import time
 from pathlib import Path
+from typing import Callable
 
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data.prompts import PromptFormat
@@ -86,7 +87,7 @@ def _score_and_store(name: str, x: SetInputs, metrics: list[Metric], stored: dic
     return summary
 
 
-def _load(model_path, cfg: RunConfig):
+def _load(model_path, cfg: RunConfig, prompt_edit=None):
     import torch
 
     from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model, use_bf16
@@ -95,6 +96,8 @@ def _load(model_path, cfg: RunConfig):
     path = resolve_model(str(model_path), cfg.model.cache_dir)
     tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
     fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
+    if prompt_edit is not None:
+        fmt = prompt_edit(fmt)
     model = load_model(path, cfg.model.trust_remote_code).eval()
     if torch.cuda.is_available():
         model.to("cuda")
@@ -113,10 +116,12 @@ def _free(model) -> None:
 
 
 def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[dict]], family: str,
-                   out_dir: str | Path, judges: Judges, force: bool = False, progress: bool = True) -> dict:
+                   out_dir: str | Path, judges: Judges, force: bool = False, progress: bool = True,
+                   prompt_edit: Callable[[PromptFormat], PromptFormat] | None = None) -> dict:
     """Score the model at ``model_path`` on ``sets`` ({set name: rows}) of data ``family``
     ("tofu" or "real_world"); write per-set files and ``summary.json`` in ``out_dir``;
-    return the summary."""
+    return the summary. ``prompt_edit`` changes the prompt format (the prompt attacks); the
+    caller keeps such results in their own ``out_dir``."""
     wall, out_dir, judges_id = time.time(), Path(out_dir), judges.describe()
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = {name: _plan(name, rows, family, cfg, out_dir, judges_id, force, "holdout" in sets)
@@ -127,7 +132,7 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
     general = {} if force else stored_lm_eval(out_dir / LM_EVAL, cfg.eval.lm_eval_limit)
     missing_tasks = [t for t in cfg.eval.lm_eval_tasks if t not in general]
     if len(done) < len(sets) or missing_tasks:
-        model, tokenizer, fmt, bf16 = _load(model_path, cfg)
+        model, tokenizer, fmt, bf16 = _load(model_path, cfg, prompt_edit)
         try:
             for name, rows in sets.items():
                 if name not in done:

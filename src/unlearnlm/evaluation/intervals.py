@@ -40,7 +40,7 @@ def _draws(n_by_set: Mapping[str, int], resamples: int, seed: int) -> dict[str, 
     return {name: rng.integers(0, n, size=(resamples, n)) for name, n in n_by_set.items() if n}
 
 
-def _bounds(values: Sequence[float | None], level: float) -> tuple[float, float] | None:
+def percentile_bounds(values: Sequence[float | None], level: float) -> tuple[float, float] | None:
     finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     if finite.size < len(values) or finite.size == 0:
         return None  # an aggregate undefined in some resample has no interval
@@ -78,8 +78,8 @@ def intervals(records: Records, family: str, resamples: int = RESAMPLES, seed: i
             for key, value in aucs.items():
                 per_resample.setdefault(key, []).append(value)
     return {
-        "sets": {s: {m: _bounds(v.tolist(), level) for m, v in ms.items()} for s, ms in means.items()},
-        "aggregates": {k: _bounds(v, level) for k, v in per_resample.items()},
+        "sets": {s: {m: percentile_bounds(v.tolist(), level) for m, v in ms.items()} for s, ms in means.items()},
+        "aggregates": {k: percentile_bounds(v, level) for k, v in per_resample.items()},
         "resamples": resamples, "seed": seed, "level": level,
     }
 
@@ -112,6 +112,6 @@ def paired_differences(records_a: Records, records_b: Records, family: str, resa
             out[key] = None
             continue
         diffs = [None if x is None or y is None else x - y for x, y in zip(per_a[key], per_b[key])]
-        bounds = _bounds(diffs, level)
+        bounds = percentile_bounds(diffs, level)
         out[key] = None if bounds is None else (point_a[key] - point_b[key], *bounds)
     return out

@@ -30,6 +30,8 @@ def _result_config(cfg_dict: dict) -> dict:
     full = deep_merge(config_to_dict(RunConfig()), migrate_retired(cfg_dict))
     for job in ("finetune", "unlearn"):
         full[job]["train"] = result_train_options(full[job]["train"])
+    for key in ("attacks", "attack"):  # attacks may be added to a finished run; their folders record their settings
+        full["eval"].pop(key, None)
     return {k: v for k, v in full.items() if k not in NON_RESULT_KEYS}
 
 

@@ -44,7 +44,8 @@ def _wants_membership_inference(cfg: RunConfig) -> bool:
 def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
     # Options that do not change one model's set scores stay out of the key (lm-eval results
     # are kept per task and limit inside the folder, set results per metric).
-    unscored = ("forget_quality", "eval_epochs", "lm_eval_tasks", "lm_eval_limit", "metrics", "bootstrap_resamples")
+    unscored = ("forget_quality", "eval_epochs", "lm_eval_tasks", "lm_eval_limit", "metrics", "bootstrap_resamples",
+                "attacks", "attack")
     scoring = {k: v for k, v in config_to_dict(cfg.eval).items() if k not in unscored}
     payload = {"eval": scoring, "model": model_key_options(cfg.model),
                "split": cfg.data.split, "tasks": tasks, "judges": judges.describe()}
@@ -75,6 +76,9 @@ class Run:
         check_tasks(cfg.eval.lm_eval_tasks)
         self.dir = open_run_dir(cfg)
         self.rows: list[dict] = []
+        # The attacks' entries (attacks/run.py), kept across resumes and later `unlearnlm attack` calls.
+        previous = self.dir / "results.json"
+        self.robustness: list[dict] = read_json(previous).get("robustness", []) if previous.is_file() else []
         self.judges = load_judges(cfg, exclude_questions_for(cfg))
         self.retain_eval: Path | None = None
         self.holdout, self.holdout_source = holdout_rows(cfg) if _wants_membership_inference(cfg) \
@@ -146,13 +150,26 @@ class Run:
         manifest = read_json(self.dir / "manifest.json")
         write_json(self.dir / "manifest.json", manifest | {"start_models": {w: m.source for w, m in models.items()}})
 
+    def attack(self) -> None:
+        """The attacks of ``eval.attacks`` on the target and every unlearned model."""
+        if self.cfg.eval.attacks:
+            from unlearnlm.attacks.run import attack_models
+
+            new = attack_models(self)
+            done = {(e["label"], e["attack"]) for e in new}
+            self.robustness = [e for e in self.robustness if (e["label"], e["attack"]) not in done] + new
+            self.save()
+
     def save(self) -> None:
         cfg = self.cfg
-        write_json(self.dir / "results.json", {
+        results = {
             "run_name": cfg.run_name, "scenario": cfg.scenario, "model": cfg.model.name,
             "forget": f"{cfg.data.split} task {', '.join(cfg.data.tasks)}",
             "judges": self.judges.describe(), "holdout": self.holdout_source, "rows": self.rows,
-        })
+        }
+        if self.robustness:
+            results["robustness"] = self.robustness
+        write_json(self.dir / "results.json", results)
 
 
 def run(cfg: RunConfig) -> Path:
@@ -184,6 +201,7 @@ def _fictitious(state: Run) -> None:
     state.save()
     for method in cfg.methods:
         state.unlearn_and_evaluate(method, models["target"].path, method, tasks, tasks)
+    state.attack()
 
 
 def _continual(state: Run) -> None:
@@ -217,3 +235,4 @@ def _real_world(state: Run) -> None:
     state.save()
     for method in cfg.methods:
         state.unlearn_and_evaluate(method, base.path, method, tasks, tasks)
+    state.attack()

@@ -4,7 +4,8 @@
     paths = build_report([Path("runs/demo")])   # writes into runs/demo
     paths["html"]                                # runs/demo/report.html
 
-Writes results.csv, results.md, figures/<name>.png and report.html, and prints the
+Writes results.csv, results.md, figures/<name>.png, report.html and, when the runs were
+attacked, robustness.csv (and a robustness section in the Markdown and HTML); prints the
 tables to the console. Several runs are combined into one report (labels prefixed with
 the run name), by default in a ``report/`` folder next to the first run directory.
 """
@@ -18,6 +19,7 @@ from rich.console import Console
 from unlearnlm.errors import UnlearnError
 from unlearnlm.io import write_text
 from unlearnlm.reports.html import FIGURES, write_html
+from unlearnlm.reports.robustness import robustness_markdown, write_robustness_csv
 from unlearnlm.reports.runs import judge_line, load_results
 from unlearnlm.reports.table import print_table, render_markdown, results_table, write_csv
 
@@ -36,7 +38,8 @@ def _markdown(results_list: list[dict], rows: list[dict]) -> str:
             f"- **{res.get('run_name', '')}**: scenario {res.get('scenario', '?')}, "
             f"model {res.get('model', '?')}, forget {res.get('forget', '?')}. {judge_line(res)}."
         ]
-    return "\n".join(lines) + "\n\n" + render_markdown(rows)
+    robustness = robustness_markdown(results_list)
+    return "\n".join(lines) + "\n\n" + render_markdown(rows) + (f"\n{robustness}" if robustness else "")
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
@@ -57,6 +60,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         "markdown": out / "results.md",
     }
     write_text(paths["markdown"], _markdown(results_list, rows))
+    if write_robustness_csv(results_list, out / "robustness.csv") is not None:
+        paths["robustness_csv"] = out / "robustness.csv"
     for name, (plot, _) in FIGURES.items():
         path = out / "figures" / f"{name}.png"
         if plot(results_list, path) is not None:

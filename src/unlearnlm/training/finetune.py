@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from unlearnlm.config.load import config_to_dict, model_key_options, result_train_options
-from unlearnlm.config.schema import RunConfig
+from unlearnlm.config.schema import RunConfig, TrainConfig
 from unlearnlm.data import tofu
 from unlearnlm.data.collate import QACollator
 from unlearnlm.data.loading import resolve_data_dir
@@ -55,6 +55,22 @@ def default_finetune_dir(cfg: RunConfig) -> Path:
     return cache_root(cfg.model.cache_dir) / "finetuned" / f"{Path(cfg.model.name).name}-{selection_key(cfg)}"
 
 
+def qa_trainer(base: str | Path, rows: list[dict], train: TrainConfig, folder: ModelFolder, model_cfg):
+    """(trainer, tokenizer, prompt format) that fine-tunes ``base`` on the (question, answer)
+    ``rows``, answers only in the loss; shared by fine-tuning and the relearning attack."""
+    tokenizer = load_tokenizer(base, model_cfg.trust_remote_code)
+    fmt = PromptFormat.for_tokenizer(tokenizer, model_cfg)
+    features = [encode_qa(tokenizer, fmt, r["question"], r["answer"], True, train.max_length) for r in rows]
+    model = load_model(base, model_cfg.trust_remote_code)
+    if train.gradient_checkpointing:
+        model.config.use_cache = False
+    trainer = UnlearnLMTrainerBase(
+        model=model, args=training_arguments(train, folder.checkpoints, len(features)), train_dataset=features,
+        data_collator=QACollator(tokenizer.pad_token_id), lengths=[len(f["input_ids"]) for f in features],
+    )
+    return trainer, tokenizer, fmt
+
+
 def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
     """Train one model into ``out_dir`` (resumes from its last epoch checkpoint)."""
     train = cfg.finetune.train
@@ -62,17 +78,8 @@ def finetune_one(cfg: RunConfig, which: str, out_dir: Path) -> Path:
     state: dict = {}
 
     def build(folder: ModelFolder, resume: str | None):
-        tokenizer = load_tokenizer(base, cfg.model.trust_remote_code)
-        fmt = PromptFormat.for_tokenizer(tokenizer, cfg.model)
         rows = finetune_rows(cfg, which)
-        features = [encode_qa(tokenizer, fmt, r["question"], r["answer"], True, train.max_length) for r in rows]
-        model = load_model(base, cfg.model.trust_remote_code)
-        if train.gradient_checkpointing:
-            model.config.use_cache = False
-        trainer = UnlearnLMTrainerBase(
-            model=model, args=training_arguments(train, folder.checkpoints, len(features)), train_dataset=features,
-            data_collator=QACollator(tokenizer.pad_token_id), lengths=[len(f["input_ids"]) for f in features],
-        )
+        trainer, tokenizer, fmt = qa_trainer(base, rows, train, folder, cfg.model)
         state.update(tokenizer=tokenizer, fmt=fmt, rows=rows)
         return trainer, tokenizer, f"{len(rows)} QA x {train.epochs:g} epochs, lr {train.lr:g}, base {cfg.model.name}"
 
