@@ -256,6 +256,8 @@ def validate(cfg: RunConfig) -> list[str]:
     errors += attack_errors(cfg)
     if not cfg.methods:
         errors.append("methods: at least one method is needed (see `unlearnlm methods`)")
+    if len(set(cfg.seeds)) < len(cfg.seeds) or any(s < 0 for s in cfg.seeds):
+        errors.append(f"seeds: non-negative integers, each listed once, got {cfg.seeds!r}")
     if cfg.model.retain and cfg.scenario != "fictitious":
         errors.append(f"model.retain: Forget Quality is measured in the fictitious scenario only, not {cfg.scenario}")
     return errors

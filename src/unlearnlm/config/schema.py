@@ -156,6 +156,10 @@ class RunConfig:
     output_dir: str = "runs"
     scenario: str = "fictitious"  # fictitious | continual | real_world
     methods: list[str] = field(default_factory=lambda: ["GA+GD", "NPO+GD", "ME+GD", "IDK+AP"])
+    # Unlearning seeds: every method is unlearned once per seed (same target, judges and
+    # questions; labels METHOD/seedN) and reports give the across-seed mean and spread.
+    # [] = one run at unlearn.train.seed, labelled METHOD.
+    seeds: list[int] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

@@ -21,7 +21,7 @@ from unlearnlm.io import read_json, write_json
 from unlearnlm.training.manifest import environment_info
 
 # Options that do not change results: a run may be resumed with other values.
-NON_RESULT_KEYS = {"output_dir", "methods"}
+NON_RESULT_KEYS = {"output_dir", "methods", "seeds"}
 
 
 def _result_config(cfg_dict: dict) -> dict:

@@ -52,19 +52,32 @@ def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def seed_suffixes(cfg: RunConfig) -> list[tuple[int, str]]:
+    """(unlearning seed, label suffix) of each repetition: one unsuffixed run at
+    ``unlearn.train.seed`` unless ``seeds`` lists several ("/seed1", ...)."""
+    if not cfg.seeds:
+        return [(cfg.unlearn.train.seed, "")]
+    return [(s, f"/seed{s}" if len(cfg.seeds) > 1 else "") for s in cfg.seeds]
+
+
+def _with_seed(cfg: RunConfig, seed: int) -> RunConfig:
+    train = dataclasses.replace(cfg.unlearn.train, seed=seed)
+    return dataclasses.replace(cfg, unlearn=dataclasses.replace(cfg.unlearn, train=train))
+
+
 def _row(label: str, summary: dict, eval_dir: Path, run_dir: Path, **fields) -> dict:
     aggregates = dict(summary["aggregates"])
     aggregates.setdefault("forget_quality", None)
     aggregates.update(lm_eval_aggregates(summary.get("lm_eval") or {}))
     if "holdout" not in summary["sets"]:  # one row set shape for the reports
         aggregates.update(dict.fromkeys(f"auc_{m}" for m in MIA_METRICS))
-    return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, **fields,
+    return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, "seed": None, **fields,
             "aggregates": aggregates, "intervals": (summary.get("intervals") or {}).get("aggregates", {}),
             "sets": summary["sets"], "eval_dir": str(eval_dir.relative_to(run_dir)), "status": "ok"}
 
 
 def _failed_row(label: str, error: str, **fields) -> dict:
-    return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, **fields,
+    return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, "seed": None, **fields,
             "aggregates": {}, "sets": {}, "status": "failed", "error": error}
 
 
@@ -124,11 +137,14 @@ class Run:
         return row
 
     def unlearn_and_evaluate(self, method: str, start: Path, label: str, tasks: list[str],
-                             unlearned: list[str], ref: Path | None = None, **fields) -> Path | None:
+                             unlearned: list[str], ref: Path | None = None, seed: int | None = None,
+                             **fields) -> Path | None:
         out = self.dir / "models" / safe_label(label)
         lr = resolve_method(self.cfg.unlearn, method).settings.train.lr
+        seed = self.cfg.unlearn.train.seed if seed is None else seed
+        fields["seed"] = seed
         try:
-            unlearn_model(self.cfg, method, start, out, tasks, unlearned, ref)
+            unlearn_model(_with_seed(self.cfg, seed), method, start, out, tasks, unlearned, ref)
         except NumericalError as e:
             log(f"[{label}] FAILED: {e}")
             self.rows.append(_failed_row(label, str(e), method=method, lr=lr, **fields))
@@ -137,7 +153,8 @@ class Run:
         self.evaluate(label, out, unlearned if fields.get("task") else tasks, method=method, lr=lr, **fields)
         if self.cfg.eval.eval_epochs:
             for epoch, epoch_dir in ModelFolder(out).epoch_dirs():
-                self.evaluate(f"{label}/epoch{epoch}", epoch_dir, tasks, method=method, lr=lr, epoch=epoch)
+                self.evaluate(f"{label}/epoch{epoch}", epoch_dir, tasks, method=method, lr=lr, epoch=epoch,
+                              seed=seed)
         return out
 
     def start(self, which: tuple[str, ...]) -> dict[str, StartModel]:
@@ -199,8 +216,9 @@ def _fictitious(state: Run) -> None:
     state.against_retain_model(row, target_eval)
     state.rows.append(row)
     state.save()
-    for method in cfg.methods:
-        state.unlearn_and_evaluate(method, models["target"].path, method, tasks, tasks)
+    for seed, suffix in seed_suffixes(cfg):  # every method at one seed before the next seed
+        for method in cfg.methods:
+            state.unlearn_and_evaluate(method, models["target"].path, method + suffix, tasks, tasks, seed=seed)
     state.attack()
 
 
@@ -212,15 +230,16 @@ def _continual(state: Run) -> None:
     target_eval = state.dir / "eval" / "target"
     state.rows.append(_row("target", state.evaluate_cached(target, tasks[:1], target_eval),
                            target_eval, state.dir))
-    for method in cfg.methods:
-        previous = target.path
-        for i, task in enumerate(tasks):
-            ref = target.path if cfg.unlearn.fix_ref_model else previous
-            out = state.unlearn_and_evaluate(method, previous, f"{method}/task{task}", [task], tasks[: i + 1],
-                                             ref=ref, task=i + 1)
-            if out is None:
-                break
-            previous = out
+    for seed, suffix in seed_suffixes(cfg):
+        for method in cfg.methods:
+            previous = target.path
+            for i, task in enumerate(tasks):
+                ref = target.path if cfg.unlearn.fix_ref_model else previous
+                out = state.unlearn_and_evaluate(method, previous, f"{method}{suffix}/task{task}", [task],
+                                                 tasks[: i + 1], ref=ref, seed=seed, task=i + 1)
+                if out is None:
+                    break
+                previous = out
 
 
 def _real_world(state: Run) -> None:
@@ -233,6 +252,7 @@ def _real_world(state: Run) -> None:
     state.rows.append(_row("target", state.evaluate_cached(base, tasks, target_eval),
                            target_eval, state.dir))
     state.save()
-    for method in cfg.methods:
-        state.unlearn_and_evaluate(method, base.path, method, tasks, tasks)
+    for seed, suffix in seed_suffixes(cfg):
+        for method in cfg.methods:
+            state.unlearn_and_evaluate(method, base.path, method + suffix, tasks, tasks, seed=seed)
     state.attack()

@@ -21,6 +21,7 @@ from unlearnlm.io import write_text
 from unlearnlm.reports.html import FIGURES, write_html
 from unlearnlm.reports.robustness import robustness_markdown, write_robustness_csv
 from unlearnlm.reports.runs import judge_line, load_results
+from unlearnlm.reports.seeds import seeds_markdown
 from unlearnlm.reports.table import print_table, render_markdown, results_table, write_csv
 
 
@@ -38,8 +39,8 @@ def _markdown(results_list: list[dict], rows: list[dict]) -> str:
             f"- **{res.get('run_name', '')}**: scenario {res.get('scenario', '?')}, "
             f"model {res.get('model', '?')}, forget {res.get('forget', '?')}. {judge_line(res)}."
         ]
-    robustness = robustness_markdown(results_list)
-    return "\n".join(lines) + "\n\n" + render_markdown(rows) + (f"\n{robustness}" if robustness else "")
+    extra = [t for t in (seeds_markdown(results_list), robustness_markdown(results_list)) if t]
+    return "\n".join(lines) + "\n\n" + render_markdown(rows) + "".join(f"\n{t}" for t in extra)
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,

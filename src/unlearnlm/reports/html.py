@@ -4,7 +4,7 @@
     write_html([results], [Path("runs/demo")], Path("runs/demo/report.html"))
 
 Sections: run information (with the judges that scored CS and ES), the aggregate table,
-the per-set table, the robustness tables (attacked runs), the figures and sample answers (question, reference, the target's and
+the per-set table, the across-seed table (several seeds), the robustness tables (attacked runs), the figures and sample answers (question, reference, the target's and
 each method's answer side by side, read from ``eval/<label>/<set>.jsonl``). All text
 from the run is HTML-escaped.
 """
@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 from unlearnlm.io import write_text
 from unlearnlm.reports import figures as figs
 from unlearnlm.reports.robustness import robustness_html
+from unlearnlm.reports.seeds import seeds_html
 from unlearnlm.reports.runs import (
     METRIC_LONG,
     METRIC_SHORT,
@@ -212,6 +213,7 @@ def render_html(results_list: Sequence[Results], run_dirs: Sequence[Path],
         "<h2>Per-set metrics</h2>",
         f'<p class="legend">{escape(legend)}. Forget set: lower = more forgotten.</p>',
         set_table(rows),
+        seeds_html(results_list),
         robustness_html(results_list),
         "<h2>Figures</h2>",
     ]
