@@ -1,6 +1,11 @@
 """Peak resident memory of an ME+GD unlearning run vs NPO+KL (SmolLM2-135M, CPU).
 
-    python benchmarks/memory.py [--steps 3] [--no-lora] [--quick] [--threads auto]
+    python benchmarks/memory.py [--steps 3] [--no-lora] [--quick] [--threads auto] [--chunk N]
+
+``--chunk N`` runs with ``unlearn.loss_chunk_size=N`` (the output head and loss over N positions
+at a time, never the full [B,T,V] logits). Each method's peak is also reported against its
+floor: the imports, plus weights, gradients and two AdamW moments (4 model-sized fp32 tensors),
+plus the frozen reference where the method holds one.
 
 Each run is the real ``training.unlearn.unlearn_model`` path (dataset, UnlearnTrainer,
 AdamW, bf16 autocast as use_bf16("auto"), epoch checkpoint, final save) in its own
@@ -30,7 +35,8 @@ GOAL = 0.6
 STEPS_PER_EPOCH = 10  # 40 forget QA / batch 4
 
 
-def child(method: str, steps: int, lora: bool, out: Path) -> None:
+def child(method: str, steps: int, lora: bool, out: Path, chunk: int = 0, model: str = common.MODEL_ALIAS,
+          checkpointing: bool = False) -> None:
     """One unlearning run; prints one JSON line with the peak RSS."""
     import dataclasses
 
@@ -52,11 +58,11 @@ def child(method: str, steps: int, lora: bool, out: Path) -> None:
     unlearn.UnlearnTrainer.training_step = training_step
     cfg = RunConfig()
     train = dataclasses.replace(cfg.unlearn.train, epochs=steps / STEPS_PER_EPOCH, batch_size=4, grad_accum=1,
-                                lora=lora)
-    cfg.unlearn = dataclasses.replace(cfg.unlearn, method=method, train=train)
+                                lora=lora, gradient_checkpointing=checkpointing)
+    cfg.unlearn = dataclasses.replace(cfg.unlearn, method=method, train=train, loss_chunk_size=chunk)
     after_import = common.peak_rss_mib()
     t = time.time()
-    manifest = unlearn_model(cfg, method, prepare_offline_model(common.MODEL_ALIAS), out / "model", ["1"])
+    manifest = unlearn_model(cfg, method, prepare_offline_model(model), out / "model", ["1"])
     steps_done = max((h.get("step", 0) for h in manifest["log_history"]), default=0)
     print("RESULT " + json.dumps({
         "method": method, "lora": lora, "peak_rss_mib": common.peak_rss_mib(),
@@ -65,10 +71,11 @@ def child(method: str, steps: int, lora: bool, out: Path) -> None:
     }), flush=True)
 
 
-def run_child(method: str, steps: int, lora: bool, threads: int) -> dict:
+def run_child(method: str, steps: int, lora: bool, threads: int, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="unlearnlm-mem-") as tmp:
         cmd = [sys.executable, __file__, "--child", method, "--steps", str(steps), "--threads", str(threads),
-               "--out", tmp] + (["--lora"] if lora else [])
+               "--out", tmp, "--chunk", str(args.chunk), "--model", args.model] + (["--lora"] if lora else []) \
+            + (["--checkpointing"] if args.checkpointing else [])
         t = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -93,10 +100,14 @@ def main() -> int:
     p.add_argument("--lora", action="store_true", help="(internal) the child uses LoRA")
     p.add_argument("--child", help="(internal) run one method in this process")
     p.add_argument("--out", help="(internal) output folder of the child")
+    p.add_argument("--chunk", type=int, default=0, help="unlearn.loss_chunk_size (0: full logits)")
+    p.add_argument("--model", default=common.MODEL_ALIAS, help="offline alias (default: SmolLM2; gemma3-270m: 262k vocabulary)")
+    p.add_argument("--checkpointing", action="store_true", help="unlearn.train.gradient_checkpointing=true")
+    p.add_argument("--methods", default="ME+GD,NPO+KL", help="comma-separated (the ratio needs both)")
     args = p.parse_args()
     if args.child:
         common.set_threads(args.threads)
-        child(args.child, args.steps, args.lora, Path(args.out))
+        child(args.child, args.steps, args.lora, Path(args.out), args.chunk, args.model, args.checkpointing)
         return 0
     threads = common.set_threads(args.threads)
     start = common.header("memory", threads)
@@ -104,10 +115,10 @@ def main() -> int:
     pairs = [False] if (args.no_lora or args.quick) else [False, True]
     results = {}
     for lora in pairs:
-        for method in ("ME+GD", "NPO+KL"):
+        for method in args.methods.split(","):
             print(f"-- {method}{' (LoRA)' if lora else ''}: {steps} steps in a subprocess; load {common.load_average()}",
                   flush=True)
-            r = run_child(method, steps, lora, threads[0])
+            r = run_child(method, steps, lora, threads[0], args)
             results[(method, lora)] = r
             print(f"   peak RSS {r['peak_rss_mib']:.0f} MiB (after imports {r['peak_after_imports_mib']:.0f} MiB, "
                   f"up to the last training step {r['peak_training_mib']:.0f} MiB; the rest is checkpoint/final save), "
@@ -118,23 +129,32 @@ def main() -> int:
 
     from unlearnlm.models.offline import prepare_offline_model
 
-    with safe_open(str(prepare_offline_model(common.MODEL_ALIAS) / "model.safetensors"), "pt") as f:
+    with safe_open(str(prepare_offline_model(args.model) / "model.safetensors"), "pt") as f:
         n_params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())  # lm_head tied: not stored
     print("\nrun             peak RSS MiB   peak up to the last step MiB")
     for (method, lora), r in results.items():
         print(f"{method + (' LoRA' if lora else ''):15} {r['peak_rss_mib']:12.0f} {r['peak_training_mib']:14.0f}")
     ratios = {}
-    for lora in pairs:
+    for lora in pairs if {"ME+GD", "NPO+KL"} <= set(args.methods.split(",")) else []:
         me, npo = results[("ME+GD", lora)], results[("NPO+KL", lora)]
         ratios[lora] = me["peak_rss_mib"] / npo["peak_rss_mib"]
         print(f"ME+GD / NPO+KL{' (LoRA)' if lora else ''}: whole run {ratios[lora]:.3f}, "
               f"training steps only {me['peak_training_mib'] / npo['peak_training_mib']:.3f}")
     param_mib = n_params * 4 / 2**20
+    print(f"\nfloor = imports + weights, gradients, 2 AdamW moments (+ the reference); model {args.model}, "
+          f"loss_chunk_size={args.chunk}, gradient checkpointing {args.checkpointing}")
+    for (method, lora), r in results.items():
+        if not lora:
+            floor = r["peak_after_imports_mib"] + 4 * param_mib + (param_mib if r["ref_model"] else 0)
+            print(f"{method:15} peak {r['peak_rss_mib']:6.0f} MiB, floor {floor:6.0f} MiB, "
+                  f"excess {r['peak_rss_mib'] - floor:6.0f} MiB")
     print(f"model weights in fp32: {param_mib:.0f} MiB; full fine-tuning holds weights + gradients + 2 AdamW "
           f"moments = {4 * param_mib:.0f} MiB in both methods, NPO+KL adds the frozen reference "
           f"({param_mib:.0f} MiB): even with nothing else resident the ratio cannot drop below "
           f"{4 / 5:.2f}")
     common.footer(start)
+    if False not in ratios:
+        return 0
     extra = f"; LoRA pair {ratios[True]:.2f}x" if True in ratios else ""
     common.summary("memory", f"ME+GD/NPO+KL peak RSS ({results[('ME+GD', False)]['peak_rss_mib']:.0f} / "
                              f"{results[('NPO+KL', False)]['peak_rss_mib']:.0f} MiB, full fine-tuning{extra}) ratio",

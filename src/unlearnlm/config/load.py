@@ -343,7 +343,8 @@ _UNLEARN_CHECKS = {
     "trainable": (_regex, "must be a valid regular expression"),
     **{k: (_positive, "must be > 0") for k in ("beta", "simnpo_beta", "rmu_coeff")},
     **{k: (_non_negative, "must be >= 0") for k in ("undial_beta", "wga_beta", "satimp_beta1", "satimp_beta2",
-                                                    "rmu_layer", "pdu_lambda0", "pdu_eta", "pdu_dual_warmup_epochs")},
+                                                    "rmu_layer", "pdu_lambda0", "pdu_eta", "pdu_dual_warmup_epochs",
+                                                    "loss_chunk_size")},
 }
 
 

@@ -104,6 +104,9 @@ class UnlearnConfig(LossConfig):
     # Train only parameters whose name matches this regex (re.search), e.g. RMU's
     # 'layers\.(5|6|7)\.mlp\.down_proj'; None: all. Frozen ones get no optimiser state.
     trainable: str | None = None
+    # Positions per chunk of the output head in the loss: > 0 never forms the [B,T,V] logits
+    # (each chunk recomputed in the backward pass; docs/method.md, section 5); 0 = full logits.
+    loss_chunk_size: int = 0
     fix_ref_model: bool = False  # continual: keep the original model as reference
     retain_set: str = "tofu"  # tofu: the data README's retain set; target_data: what the target learned
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=1e-5))

@@ -38,26 +38,30 @@ def _simnpo(ctx: LossContext, cfg: LossConfig) -> Tensor:
 
 @forget_loss("WGA", {"forget"}, paper="arXiv 2502.19301",
              description="gradient ascent with token weights p^beta (weighted GA)")
-def _wga(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.wga_loss(ctx.logits("forget"), ctx.labels("forget"), cfg.wga_beta)
+def _wga(ctx: LossContext, cfg: LossConfig) -> Tensor:  # losses.wga_loss
+    return losses.weighted_ascent(*ctx.token_nll("forget"), losses.wga_weight(cfg.wga_beta))
 
 
 @forget_loss("SatImp", {"forget"}, defaults={"forget_coeff": 0.1}, paper="arXiv 2505.11953",
              description="gradient ascent with token weights p^beta1 (1-p)^beta2")
-def _satimp(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.satimp_loss(ctx.logits("forget"), ctx.labels("forget"), cfg.satimp_beta1, cfg.satimp_beta2)
+def _satimp(ctx: LossContext, cfg: LossConfig) -> Tensor:  # losses.satimp_loss
+    return losses.weighted_ascent(*ctx.token_nll("forget"), losses.satimp_weight(cfg.satimp_beta1, cfg.satimp_beta2))
 
 
 @forget_loss("CEU", {"forget"}, paper="CE-U, arXiv 2503.01224",
              description="cross-entropy to the model's own distribution without the true token")
-def _ceu(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.ceu_loss(ctx.logits("forget"), ctx.labels("forget"), cfg.ceu_ignore_first)
+def _ceu(ctx: LossContext, cfg: LossConfig) -> Tensor:  # losses.ceu_loss
+    mask = losses.ceu_mask(ctx.labels("forget"), cfg.ceu_ignore_first)
+    return losses.masked_mean(ctx.per_position("forget", lambda z, y, z_ref: losses.ceu_term(z, y), mask), mask)
 
 
 @forget_loss("UNDIAL", {"forget"}, needs_ref=True, defaults={"reg_coeff": 0.0}, paper="arXiv 2402.10052",
              description="self-distillation to the reference logits with the true token lowered by beta")
-def _undial(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.undial_loss(ctx.logits("forget"), ctx.ref_logits("forget"), ctx.labels("forget"), cfg.undial_beta)
+def _undial(ctx: LossContext, cfg: LossConfig) -> Tensor:  # losses.undial_loss
+    mask = ctx.labels("forget")[:, 1:] != losses.IGNORE_INDEX
+    term = ctx.per_position("forget", lambda z, y, z_ref: losses.undial_term(z, z_ref, y, cfg.undial_beta), mask,
+                            with_ref=True)
+    return losses.masked_mean(term, mask)
 
 
 # ---- RMU: steer one layer's activations on forget data to a random vector ------------------
@@ -104,8 +108,9 @@ full_method("RMU", FORGET_LOSSES.get("RMU"), REGULARISERS.get("ACT"),
 
 @forget_loss("PDU", {"forget"}, paper="arXiv 2506.05314",
              description="flatten the logits on forget answers: (max z - mean z)^2")
-def _pdu(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.flatten_loss(ctx.logits("forget"), ctx.labels("forget"))
+def _pdu(ctx: LossContext, cfg: LossConfig) -> Tensor:  # losses.flatten_loss
+    mask = ctx.labels("forget")[:, 1:] != losses.IGNORE_INDEX
+    return losses.masked_mean(ctx.per_position("forget", lambda z, y, z_ref: losses.flatten_term(z), mask), mask)
 
 
 def _dual_state(model: nn.Module, cfg: LossConfig, seed: int) -> MethodState:

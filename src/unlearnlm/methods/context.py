@@ -4,8 +4,16 @@
     ctx.logits("forget")          # policy forward, cached
     ctx.ref_logits("forget")      # frozen reference forward under no_grad, cached
     ctx.hidden("forget", 7)       # residual stream after decoder layer 7 (same forward)
+    ctx.token_nll("forget")       # per-token NLL [B,T-1] and its mask
+    ctx.per_position("retain", losses.kl_term, mask, with_ref=True)   # any per-position term [B,T-1]
     ctx.state["pdu_lambda"]       # state that lives across steps (MethodState, checkpointed)
     ctx.log("retain_nll", value)  # extra values for the trainer's logs
+
+With ``chunk_size`` N > 0 (``unlearn.loss_chunk_size``) the [B,T,V] logits are never formed:
+the forward stops at the final hidden states, and ``token_nll`` / ``per_position`` apply the
+output head and the term to N positions at a time, each chunk checkpointed (its logits are
+recomputed in the backward pass), so at most one chunk's logits exist at once. Only the
+positions a loss reads are computed. ``logits()`` is not available then. docs/method.md, section 5.
 """
 from __future__ import annotations
 
@@ -14,6 +22,9 @@ from typing import Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from unlearnlm.methods import losses
 
 Part = Mapping[str, Tensor]  # input_ids, attention_mask, labels: each [B,T]
 
@@ -33,12 +44,14 @@ class LossContext:
         ref_model: nn.Module | None = None,
         state: dict[str, Tensor] | None = None,
         output_hidden: bool = False,
+        chunk_size: int = 0,
     ):
         self.model = model
         self.batch = batch
         self.ref_model = ref_model
         self.state = state if state is not None else {}
-        self.output_hidden = output_hidden
+        self.output_hidden = output_hidden or chunk_size > 0
+        self.chunk_size = chunk_size
         self.logs: dict[str, float] = {}
         self._outputs: dict[str, object] = {}
         self._ref_outputs: dict[str, object] = {}
@@ -59,11 +72,70 @@ class LossContext:
 
     def logits(self, name: str) -> Tensor:
         """Policy logits [B,T,V] of one part, with gradient."""
+        self._no_full_logits()
         return self._output(name, ref=False, hidden=False).logits
 
     def ref_logits(self, name: str) -> Tensor:
         """Reference-model logits [B,T,V] of one part, without gradient."""
+        self._no_full_logits()
         return self._output(name, ref=True, hidden=False).logits
+
+    def token_nll(self, name: str, ref: bool = False) -> tuple[Tensor, Tensor]:
+        """(per-token NLL [B,T-1] of the shifted targets, 0 where ignored; mask [B,T-1] bool),
+        of the policy (with gradient) or the reference model (``ref``, without)."""
+        labels = self.labels(name)
+        if not self.chunk_size:
+            return losses.token_nll(self.ref_logits(name) if ref else self.logits(name), labels)
+        mask = labels[:, 1:] != losses.IGNORE_INDEX
+        return self.per_position(name, losses.nll_term, mask, ref=ref), mask
+
+    def per_position(self, name: str, term, mask: Tensor, ref: bool = False, with_ref: bool = False) -> Tensor:
+        """``term(z, y, z_ref)`` at the positions of ``mask`` [B,T-1], 0 elsewhere. -> [B,T-1]
+
+        z: float logits [n,V] predicting targets y [n] (the shifted labels) from the policy, or
+        from the reference model when ``ref``; z_ref: the reference model's at the same positions
+        when ``with_ref`` (else None)."""
+        targets = self.labels(name)[:, 1:]
+        index = mask.nonzero(as_tuple=True)
+        if not self.chunk_size:
+            z = (self.ref_logits(name) if ref else self.logits(name))[:, :-1].float()
+            z_ref = self.ref_logits(name)[:, :-1].float()[index] if with_ref else None
+            values = term(z[index], targets[index], z_ref)
+        else:
+            values = self._chunked(name, term, index, targets[index], ref, with_ref)
+        return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).index_put(index, values)
+
+    def _chunked(self, name: str, term, index, y: Tensor, ref: bool, with_ref: bool) -> Tensor:
+        model = self.ref_model if ref else self.model
+        h = self._final_hidden(name, ref)[:, :-1][index]
+        h_ref = self._final_hidden(name, True)[:, :-1][index] if with_ref else None
+        head, ref_head = output_head(model), output_head(self.ref_model) if with_ref else None
+        n = self.chunk_size
+
+        def chunk(h_c: Tensor, y_c: Tensor, h_ref_c: Tensor | None) -> Tensor:
+            z_ref = None
+            if h_ref_c is not None:
+                with torch.no_grad():
+                    z_ref = ref_head(h_ref_c).float()
+            return term(head(h_c).float(), y_c, z_ref)
+
+        parts = []
+        for s in range(0, h.shape[0], n):
+            args = (h[s:s + n], y[s:s + n], None if h_ref is None else h_ref[s:s + n])
+            if ref or not torch.is_grad_enabled():
+                with torch.no_grad():
+                    parts.append(chunk(*args))
+            else:
+                parts.append(checkpoint(chunk, *args, use_reentrant=False))
+        return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+
+    def _final_hidden(self, name: str, ref: bool) -> Tensor:
+        return self._output(name, ref=ref, hidden=True).hidden_states[-1]
+
+    def _no_full_logits(self) -> None:
+        if self.chunk_size:
+            raise RuntimeError("with unlearn.loss_chunk_size > 0 a loss reads token_nll / per_position, "
+                               "never the full [B,T,V] logits")
 
     def hidden(self, name: str, layer: int) -> Tensor:
         """Policy residual stream [B,T,d] after decoder layer ``layer`` (0-based), with gradient."""
@@ -95,7 +167,20 @@ class LossContext:
     def _forward(self, model: nn.Module, name: str, hidden: bool):
         part = self.part(name)
         kwargs = {"output_hidden_states": True} if hidden else {}
+        if self.chunk_size:
+            kwargs["logits_to_keep"] = 1  # the head runs in chunks, on the positions a loss reads
         return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], **kwargs)
+
+
+def output_head(model: nn.Module):
+    """hidden [n,d] -> logits [n,V] as the model's own forward computes them (its output
+    embeddings, then Gemma-style final soft-capping when configured)."""
+    model = getattr(model, "module", model)  # DDP and similar wrappers
+    head = model.get_output_embeddings()
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    if not cap:
+        return head
+    return lambda h: torch.tanh(head(h) / cap) * cap
 
 
 def _layer(out, layer: int) -> Tensor:

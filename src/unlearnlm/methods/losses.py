@@ -26,6 +26,58 @@ def _shift(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return logits[:, :-1].float(), targets, targets != IGNORE_INDEX
 
 
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over ``mask`` (0 when the mask is empty). -> scalar"""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+# ---- per-position terms: float logits z [n, V] of n positions (and their targets y [n]) -> [n] ----
+# The full-logit losses below and the chunked path of LossContext.per_position share them.
+
+def nll_term(z: Tensor, y: Tensor, z_ref: Tensor | None = None) -> Tensor:
+    """-log softmax(z)[y]."""
+    return F.cross_entropy(z, y, reduction="none")
+
+
+def me_term(z: Tensor, direction: str) -> Tensor:
+    """KL(P || U) = log V - H(P) (``p_u``) or KL(U || P) = -log V - mean_v log P(v) (``u_p``)."""
+    if direction not in ME_DIRECTIONS:
+        raise ValueError(f"me direction must be one of {ME_DIRECTIONS}, got {direction!r}")
+    logp = F.log_softmax(z, dim=-1)
+    log_v = math.log(z.shape[-1])
+    return log_v + (logp.exp() * logp).sum(-1) if direction == "p_u" else -log_v - logp.mean(-1)
+
+
+def kl_term(z: Tensor, z_ref: Tensor) -> Tensor:
+    """KL(P_ref || P_theta)."""
+    logp, ref_logp = F.log_softmax(z, dim=-1), F.log_softmax(z_ref, dim=-1)
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+
+
+def undial_term(z: Tensor, z_ref: Tensor, y: Tensor, beta: float) -> Tensor:
+    """-sum_v q_v log P_theta(v), q = softmax(z_ref - beta * onehot(y))."""
+    q = F.softmax(z_ref - beta * F.one_hot(y.clamp(min=0), z.shape[-1]).float(), dim=-1)
+    return -(q * F.log_softmax(z, dim=-1)).sum(-1)
+
+
+def ceu_term(z: Tensor, y: Tensor) -> Tensor:
+    """-sum_v q_v log P_theta(v), q = softmax(detached z with z_y = -inf)."""
+    q = F.softmax(z.detach().scatter(-1, y.clamp(min=0).unsqueeze(-1), float("-inf")), dim=-1)
+    return -(q * F.log_softmax(z, dim=-1)).sum(-1)
+
+
+def flatten_term(z: Tensor) -> Tensor:
+    """(max_v z_v - mean_v z_v)^2 on the raw logits."""
+    return (z.max(dim=-1).values - z.mean(dim=-1)).square()
+
+
+def _per_position(term, logits: Tensor, *others: Tensor) -> Tensor:
+    """``term`` over every position of [B, T', V] logits (and [B, T', ...] others). -> [B, T']"""
+    b, t, v = logits.shape
+    flat = [o.reshape(b * t, *o.shape[2:]) for o in others]
+    return term(logits.reshape(b * t, v), *flat).view(b, t)
+
+
 def token_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Per-token -log p(y_t | y_<t) of the shifted targets; 0 where ignored.
 
@@ -95,16 +147,8 @@ def me_loss(logits: Tensor, labels: Tensor, direction: str = "p_u") -> Tensor:
     (with mask_question=false these cover question and answer tokens, never padding).
     logits [B,T,V], labels [B,T] -> scalar
     """
-    if direction not in ME_DIRECTIONS:
-        raise ValueError(f"me direction must be one of {ME_DIRECTIONS}, got {direction!r}")
     logits, _, mask = _shift(logits, labels)
-    logp = F.log_softmax(logits, dim=-1)  # [B,T-1,V]
-    log_v = math.log(logits.shape[-1])
-    if direction == "p_u":
-        kl = log_v + (logp.exp() * logp).sum(-1)  # log V - H(P_t), [B,T-1]
-    else:
-        kl = -log_v - logp.mean(-1)
-    return (kl * mask).sum() / mask.sum().clamp(min=1)
+    return masked_mean(_per_position(lambda z: me_term(z, direction), logits), mask)
 
 
 def kl_regulariser(logits: Tensor, ref_logits: Tensor, attention_mask: Tensor) -> Tensor:
@@ -116,11 +160,13 @@ def kl_regulariser(logits: Tensor, ref_logits: Tensor, attention_mask: Tensor) -
     token). The reference code averaged over every position of the padded batch instead.
     logits, ref_logits [B,T,V], attention_mask [B,T] -> scalar
     """
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [B,T-1,V]
-    ref_logp = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)
-    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)  # [B,T-1]
-    mask = attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()
-    return (kl * mask).sum() / mask.sum().clamp(min=1)
+    kl = _per_position(kl_term, logits[:, :-1].float(), ref_logits[:, :-1].float())
+    return masked_mean(kl, kl_mask(attention_mask))
+
+
+def kl_mask(attention_mask: Tensor) -> Tensor:
+    """The KL regulariser's positions: t < T-1 with tokens t and t+1 both real. -> [B,T-1] bool"""
+    return attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()
 
 
 def ap_loss(nll_sum_idk: Tensor, nll_sum_true: Tensor, beta: float) -> Tensor:
@@ -145,29 +191,33 @@ def simnpo_loss(nll_sum: Tensor, n_tokens: Tensor, beta: float, gamma: float) ->
     return -(2.0 / beta) * F.logsigmoid(beta * nll_avg - gamma).mean()
 
 
-def _weighted_ascent(logits: Tensor, labels: Tensor, weight) -> Tensor:
-    """-(1/N) sum_t w_t * l_t over the N target tokens, w_t = weight(p_t) detached."""
-    nll, mask = token_nll(logits, labels)
+def weighted_ascent(nll: Tensor, mask: Tensor, weight) -> Tensor:
+    """-(1/N) sum_t w_t * l_t over the N target tokens, w_t = weight(p_t) detached, p_t = exp(-l_t).
+    nll, mask [B,T-1] (``token_nll``) -> scalar"""
     w = weight(torch.exp(-nll).detach()) * mask
     return -(w * nll).sum() / mask.sum().clamp(min=1)
+
+
+def wga_weight(beta: float):
+    """WGA's token weight p^beta."""
+    return lambda p: p**beta
+
+
+def satimp_weight(beta1: float, beta2: float):
+    """SatImp's token weight p^beta1 * (1 - p)^beta2."""
+    return lambda p: p**beta1 * (1 - p) ** beta2
 
 
 def wga_loss(logits: Tensor, labels: Tensor, beta: float) -> Tensor:
     """WGA (weighted gradient ascent, arXiv 2502.19301): token weight w_t = p_theta(y_t)^beta.
     logits [B,T,V], labels [B,T] -> scalar"""
-    return _weighted_ascent(logits, labels, lambda p: p**beta)
+    return weighted_ascent(*token_nll(logits, labels), wga_weight(beta))
 
 
 def satimp_loss(logits: Tensor, labels: Tensor, beta1: float, beta2: float) -> Tensor:
     """SatImp (arXiv 2505.11953): token weight w_t = p_t^beta1 * (1 - p_t)^beta2.
     logits [B,T,V], labels [B,T] -> scalar"""
-    return _weighted_ascent(logits, labels, lambda p: p**beta1 * (1 - p) ** beta2)
-
-
-def _cross_entropy_to(q: Tensor, logits: Tensor, mask: Tensor) -> Tensor:
-    """Mean over masked positions of -sum_v q_v log softmax(logits)_v. q, logits [B,T,V]."""
-    ce = -(q * F.log_softmax(logits, dim=-1)).sum(-1)
-    return (ce * mask).sum() / mask.sum().clamp(min=1)
+    return weighted_ascent(*token_nll(logits, labels), satimp_weight(beta1, beta2))
 
 
 def undial_loss(logits: Tensor, ref_logits: Tensor, labels: Tensor, beta: float) -> Tensor:
@@ -176,20 +226,22 @@ def undial_loss(logits: Tensor, ref_logits: Tensor, labels: Tensor, beta: float)
     every position, padding and question included).
     logits, ref_logits [B,T,V], labels [B,T] -> scalar"""
     logits, targets, mask = _shift(logits, labels)
-    onehot = F.one_hot(targets.clamp(min=0), logits.shape[-1]).float()
-    q = F.softmax(ref_logits[:, :-1].float() - beta * onehot, dim=-1)
-    return _cross_entropy_to(q, logits, mask)
+    term = _per_position(lambda z, zr, y: undial_term(z, zr, y, beta), logits, ref_logits[:, :-1].float(), targets)
+    return masked_mean(term, mask)
+
+
+def ceu_mask(labels: Tensor, ignore_first: bool) -> Tensor:
+    """CE-U's positions: the shifted targets, without the first answer token when ``ignore_first``."""
+    mask = labels[:, 1:] != IGNORE_INDEX
+    return mask & (mask.long().cumsum(dim=1) > 1) if ignore_first else mask
 
 
 def ceu_loss(logits: Tensor, labels: Tensor, ignore_first: bool = True) -> Tensor:
     """CE-U (arXiv 2503.01224): cross-entropy from q_t = softmax(detached z_t with the true token's
     logit set to -inf) to p_theta,t; the position predicting the first answer token is skipped
     when ``ignore_first``. logits [B,T,V], labels [B,T] -> scalar"""
-    logits, targets, mask = _shift(logits, labels)
-    if ignore_first:
-        mask = mask & (mask.long().cumsum(dim=1) > 1)
-    z = logits.detach().scatter(-1, targets.clamp(min=0).unsqueeze(-1), float("-inf"))
-    return _cross_entropy_to(F.softmax(z, dim=-1), logits, mask)
+    logits, targets, _ = _shift(logits, labels)
+    return masked_mean(_per_position(ceu_term, logits, targets), ceu_mask(labels, ignore_first))
 
 
 def flatten_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -197,8 +249,7 @@ def flatten_loss(logits: Tensor, labels: Tensor) -> Tensor:
     (max_v z_t,v - mean_v z_t,v)^2 on the raw logits; 0 when the logits are flat.
     logits [B,T,V], labels [B,T] -> scalar"""
     logits, _, mask = _shift(logits, labels)
-    gap = logits.max(dim=-1).values - logits.mean(dim=-1)
-    return (gap.square() * mask).sum() / mask.sum().clamp(min=1)
+    return masked_mean(_per_position(flatten_term, logits), mask)
 
 
 def rmu_distance(hidden: Tensor, target: Tensor, labels: Tensor) -> Tensor:

@@ -13,21 +13,21 @@ SEED_PAPER = "Yuan et al. 2025, arXiv 2410.08109"
 
 
 def nll_sum(ctx: LossContext, part: str, ref: bool = False) -> Tensor:
-    """NLL_sum of each sequence of one part, policy or reference. -> [B]"""
-    logits = ctx.ref_logits(part) if ref else ctx.logits(part)
-    return losses.sequence_nll(logits, ctx.labels(part))
+    """NLL_sum of each sequence of one part, policy or reference (``losses.sequence_nll``). -> [B]"""
+    return ctx.token_nll(part, ref)[0].sum(dim=1)
 
 
 def nll_mean(ctx: LossContext, part: str) -> Tensor:
-    """Token-averaged NLL of one part (the HF causal-LM loss). -> scalar"""
-    return losses.mean_nll(ctx.logits(part), ctx.labels(part))
+    """Token-averaged NLL of one part, the HF causal-LM loss (``losses.mean_nll``). -> scalar"""
+    nll, mask = ctx.token_nll(part)
+    return nll.sum() / mask.sum().clamp(min=1)
 
 
 # ---- forget losses -------------------------------------------------------------------
 
 @forget_loss("GA", {"forget"}, description="gradient ascent on forget answers", paper="Jang et al. 2023")
 def _ga(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.ga_loss(ctx.logits("forget"), ctx.labels("forget"))
+    return -nll_mean(ctx, "forget")  # losses.ga_loss
 
 
 @forget_loss("NPO", {"forget"}, needs_ref=True, paper="Zhang et al. 2024, arXiv 2404.05868",
@@ -54,8 +54,10 @@ def _idk(ctx: LossContext, cfg: LossConfig) -> Tensor:
 
 @forget_loss("ME", {"forget"}, description="maximise next-token entropy on forget data", paper=SEED_PAPER,
              defaults={"mask_question": False})  # the paper: ME learns from question tokens too
-def _me(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.me_loss(ctx.logits("forget"), ctx.labels("forget"), cfg.me_direction)
+def _me(ctx: LossContext, cfg: LossConfig) -> Tensor:  # losses.me_loss
+    mask = ctx.labels("forget")[:, 1:] != losses.IGNORE_INDEX
+    kl = ctx.per_position("forget", lambda z, y, z_ref: losses.me_term(z, cfg.me_direction), mask)
+    return losses.masked_mean(kl, mask)
 
 
 # ---- regularisers --------------------------------------------------------------------
@@ -67,10 +69,10 @@ def _gd(ctx: LossContext, cfg: LossConfig) -> Tensor:
 
 @regulariser("KL", {"retain"}, needs_ref=True, description="KL(ref || model) on retain data",
              paper="Yao et al. 2023, arXiv 2310.10683")
-def _kl(ctx: LossContext, cfg: LossConfig) -> Tensor:
-    return losses.kl_regulariser(
-        ctx.logits("retain"), ctx.ref_logits("retain"), ctx.attention_mask("retain")
-    )
+def _kl(ctx: LossContext, cfg: LossConfig) -> Tensor:  # losses.kl_regulariser
+    mask = losses.kl_mask(ctx.attention_mask("retain"))
+    kl = ctx.per_position("retain", lambda z, y, z_ref: losses.kl_term(z, z_ref), mask, with_ref=True)
+    return losses.masked_mean(kl, mask)
 
 
 @regulariser("AP", {"retain", "retain_idk"}, description="prefer true retain answers to a refusal",

@@ -65,8 +65,9 @@ class UnlearnTrainer(UnlearnLMTrainerBase):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.count_tokens(inputs)
-        ctx = LossContext(model, inputs, self.ref_model, self.method_state, self.method.needs_hidden)
         s = self.settings
+        ctx = LossContext(model, inputs, self.ref_model, self.method_state, self.method.needs_hidden,
+                          chunk_size=s.loss_chunk_size)
         loss, logs = self.method.loss(ctx, s, s.forget_coeff, s.reg_coeff)
         self.check_finite(loss)
         for k, v in logs.items():
