@@ -82,3 +82,39 @@ def test_mia_auc_intervals_resample_both_sets():
     mixed = [{"question": f"h{i}", "mia_loss": 1.0 + 0.01 * i} for i in range(12)]  # the same scores
     lo, hi = intervals({"forget": forget, "holdout": mixed}, "tofu", resamples=300)["aggregates"]["auc_mia_loss"]
     assert lo < 0.5 < hi
+
+
+def _privacy_records(shift: float, n: int = 10) -> dict:
+    """Forget and holdout records with every MIA score (mia_loss is also the Reference's NLL)."""
+    from unlearnlm.evaluation.aggregates import MIA_METRICS
+
+    def rec(q, base):
+        return {"question": q, **{m: base for m in MIA_METRICS}}
+
+    return {"forget": [rec(f"f{i}", 1.0 + shift + 0.1 * i) for i in range(n)],
+            "holdout": [rec(f"h{i}", 1.05 + 0.1 * i) for i in range(n)]}  # interleaved: AUC near 1/2
+
+
+def test_retain_relative_intervals_of_a_model_against_itself_are_exact():
+    from unlearnlm.evaluation.intervals import retain_relative_intervals
+
+    same = _privacy_records(0.0)
+    got = retain_relative_intervals(same, same, resamples=200)
+    # privleak((1 - A) - (1 - A)) = 0 and the Reference's score differences are all 0 (AUC 1/2),
+    # in every resample. Forget Quality, a p-value, gets no interval.
+    assert got == {"privleak": (0.0, 0.0), "auc_mia_reference": (0.5, 0.5)}
+
+
+def test_retain_relative_intervals_cover_the_point_and_are_seeded():
+    from unlearnlm.evaluation.aggregates import retain_relative
+    from unlearnlm.evaluation.intervals import retain_relative_intervals
+
+    model, retain = _privacy_records(-0.3), _privacy_records(0.0)
+    got = retain_relative_intervals(model, retain, resamples=300)
+    point = retain_relative(model, retain)
+    assert got["privleak"][0] <= point["privleak"] <= got["privleak"][1] and got["privleak"][0] < got["privleak"][1]
+    # the forget scores sit 0.3 below the retain model's, the holdout ones on them: every resample
+    # separates the Reference's score differences completely
+    assert point["auc_mia_reference"] == 1.0 and got["auc_mia_reference"] == (1.0, 1.0)
+    assert retain_relative_intervals(model, retain, resamples=300) == got
+    assert retain_relative_intervals({"holdout": model["holdout"]}, retain) == {}

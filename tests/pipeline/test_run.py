@@ -24,6 +24,11 @@ def test_run_writes_results_report_and_resumes(tiny_run_overrides, tmp_path, cap
         assert 0 <= row["aggregates"]["auc_mia_reference"] <= 1
         assert 0 <= row["aggregates"]["model_utility"] <= 1
         assert row["aggregates"]["forget_quality"] is not None
+        # paired draws of both models' forget and holdout sets (at 3 questions some resample has
+        # the retain model's AUC at 1, where privleak is undefined, so the interval may be None)
+        bounds = row["intervals"]["privleak"]
+        assert bounds is None or bounds[0] <= row["aggregates"]["privleak"] <= bounds[1]
+        assert "auc_mia_reference" in row["intervals"] and "forget_quality" not in row["intervals"]
         # the per-set means in results.json are the means of the per-example records
         records = [json.loads(l) for l in (run_dir / row["eval_dir"] / "forget.jsonl").read_text().splitlines()]
         mean_rouge = sum(r["rouge"] for r in records) / len(records)

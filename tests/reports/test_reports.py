@@ -361,6 +361,9 @@ def test_intervals_reach_the_csv_the_markdown_and_the_html(results, run_dir, tmp
     assert "MU_lo" not in md.splitlines()[0]
     page = write_html([results], [run_dir], tmp_path / "report.html").read_text()
     assert '<span class="ci">[0.125, 0.875]</span>' in page and '<span class="ci">[0.500, 0.750]</span>' in page
+    print_table(results, console := Console(record=True, width=200))
+    line = next(l for l in console.export_text().splitlines() if l.lstrip().startswith(ok["label"] + " "))
+    assert f"{fmt(ok['aggregates']['model_utility'])} [0.125, 0.875]" in line
 
 
 def test_mu_fe_error_bars_span_the_intervals(results):

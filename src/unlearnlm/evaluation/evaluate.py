@@ -19,7 +19,7 @@ from typing import Callable
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data.prompts import PromptFormat
 from unlearnlm.evaluation.aggregates import aggregate, forget_quality, mia_aucs, retain_relative, set_means
-from unlearnlm.evaluation.intervals import intervals
+from unlearnlm.evaluation.intervals import intervals, retain_relative_intervals
 from unlearnlm.evaluation.judges.factory import Judges
 from unlearnlm.evaluation.metrics import truth_ratio_raw
 from unlearnlm.evaluation.registry import ADDABLE_STAGES, Metric, metrics_for
@@ -191,6 +191,14 @@ def retain_relative_for(eval_dir: str | Path, retain_model_dir: str | Path) -> d
     """privleak and the Reference attack's AUC of the model evaluated in ``eval_dir`` against the
     retain model evaluated in ``retain_model_dir`` ({} without both models' forget and holdout)."""
     return retain_relative(_privacy_records(eval_dir), _privacy_records(retain_model_dir))
+
+
+def retain_relative_intervals_for(eval_dir: str | Path, retain_model_dir: str | Path,
+                                  resamples: int) -> dict[str, tuple[float, float] | None]:
+    """95% intervals of privleak and the Reference attack's AUC (``intervals.py``)."""
+    if not resamples:
+        return {}
+    return retain_relative_intervals(_privacy_records(eval_dir), _privacy_records(retain_model_dir), resamples)
 
 
 def forget_quality_for(summary_dir: str | Path, retain_model_dir: str | Path) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unlearnlm.evaluation.aggregates import aggregate, mia_aucs
+from unlearnlm.evaluation.aggregates import aggregate, mia_aucs, retain_relative
 from unlearnlm.evaluation.registry import METRICS
 
 RESAMPLES = 1000
@@ -115,3 +115,23 @@ def paired_differences(records_a: Records, records_b: Records, family: str, resa
         bounds = percentile_bounds(diffs, level)
         out[key] = None if bounds is None else (point_a[key] - point_b[key], *bounds)
     return out
+
+
+def retain_relative_intervals(model: Records, retain: Records, resamples: int = RESAMPLES, seed: int = 0,
+                              level: float = LEVEL) -> dict[str, tuple[float, float] | None]:
+    """95% intervals of the aggregates that compare a model with the retain model: privleak and
+    the Reference attack's AUC. Both models' forget and holdout records are matched by question
+    and the same questions drawn for both in every resample. Forget Quality gets none: it is a
+    KS-test p-value, a test's outcome rather than an estimate (docs/method.md, section 7)."""
+    sets = [s for s in ("forget", "holdout") if model.get(s) and retain.get(s)]
+    if len(sets) < 2:
+        return {}
+    mine, theirs = _paired({s: model[s] for s in sets}, {s: retain[s] for s in sets})
+    draws = _draws({s: len(rs) for s, rs in mine.items()}, resamples, seed)
+    per: dict[str, list] = {}
+    for r in range(resamples):
+        a = {s: [mine[s][i] for i in draws[s][r]] for s in mine}
+        b = {s: [theirs[s][i] for i in draws[s][r]] for s in theirs}
+        for key, value in retain_relative(a, b).items():
+            per.setdefault(key, []).append(value)
+    return {k: percentile_bounds(v, level) if len(v) == resamples else None for k, v in per.items()}

@@ -164,9 +164,17 @@ def _aggregate_table(title: str, rows: list[dict[str, Any]]) -> Table:
         if row["failed"]:
             cells = ["[red]failed", *[""] * (len(keys) - 1), escape(_status(row))]
         else:
-            cells = [fmt(row["aggregates"].get(k)) for _, k in keys] + ([""] if notes else [])
+            cells = [_console_cell(row, k) for _, k in keys] + ([""] if notes else [])
         table.add_row(_label_cell(row), *cells)
     return table
+
+
+def _console_cell(row: Mapping[str, Any], key: str) -> str:
+    """The aggregate and, dimmed beside it, its 95% interval when there is one."""
+    value, bounds = row["aggregates"].get(key), (row.get("intervals") or {}).get(key)
+    if value is None or not bounds:
+        return fmt(value)
+    return f"{fmt(value)} [dim][{fmt(bounds[0])}, {fmt(bounds[1])}][/dim]"
 
 
 def _set_table(set_name: str, metrics: list[str], rows: list[dict[str, Any]]) -> Table:
