@@ -152,3 +152,23 @@ def test_a_negative_chunk_size_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"unlearn.loss_chunk_size: must be >= 0, got -1"):
         load_config("demo", ["unlearn.loss_chunk_size=-1"])
+
+
+@pytest.mark.parametrize("name", ["ME+KL", "NPO+GD"])
+def test_a_soft_capped_gemma3_chunked(name):
+    """Gemma-3's final soft-capping is applied to each chunk as its own forward applies it."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+                              final_logit_softcapping=5.0)
+    model = Gemma3ForCausalLM(config).eval()
+    ids = torch.randint(0, 300, (2, 9), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[:, :3] = -100
+    part = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    method = get_method(name)
+    values = [method.loss(LossContext(model, {"forget": part, "retain": part}, copy.deepcopy(model), chunk_size=c),
+                          CFG, 1.0, 1.0)[0] for c in (0, 4)]
+    torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-6)

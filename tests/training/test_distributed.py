@@ -34,3 +34,18 @@ def test_two_process_unlearning_matches_single_process(tiny_model_dir, tmp_path)
     assert all(a[k].shape == b[k].shape for k in a)
     assert any((a[k] != load_file(tiny_model_dir / "model.safetensors")[k]).any() for k in a)  # it trained
     AutoModelForCausalLM.from_pretrained(multi)  # loads as a plain HF folder
+
+
+def test_an_fsdp_config_without_a_gpu_is_named_for_what_it_runs(monkeypatch, tmp_path, capsys):
+    """accelerate enables FSDP for GPU-like devices only (accelerate/state.py): on a CPU machine an
+    FSDP config runs as DDP, so the log says so instead of implying a sharded model."""
+    import torch
+
+    from unlearnlm.config.schema import TrainConfig
+    from unlearnlm.training.base import training_arguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    training_arguments(TrainConfig(), tmp_path, 8)
+    captured = capsys.readouterr()
+    assert "accelerate runs it as DDP" in captured.err + captured.out

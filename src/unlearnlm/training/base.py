@@ -34,6 +34,10 @@ _CHECKPOINTING_ARG = ("activation_checkpointing"
 
 def training_arguments(train: TrainConfig, output_dir: Path, n_examples: int, **extra) -> TrainingArguments:
     """Trainer arguments from our config. Warm-up is expressed in epochs (paper: the first)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.cuda.is_available():
+        # accelerate enables FSDP for GPU-like devices only: on CPU its FSDP config runs as DDP
+        log("warning: an FSDP config on a machine without a GPU: accelerate runs it as DDP, every process "
+            "holding the whole model (README, Distributed training)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = max(1, math.ceil(n_examples / (train.batch_size * world * train.grad_accum)))
     return TrainingArguments(
