@@ -40,6 +40,7 @@ def main() -> int:
     p.add_argument("--seq", type=int, default=512, help="tokens per sequence (default 512)")
     p.add_argument("--peak-n", type=int, default=8192, help="square matmul size for the peak (default 8192)")
     p.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the code path, measures nothing")
+    p.add_argument("--chunk", type=int, default=0, help="unlearn.loss_chunk_size of the loss (0: full logits)")
     args = p.parse_args()
 
     import torch
@@ -88,7 +89,7 @@ def main() -> int:
 
     def step():
         with torch.autocast(device, dtype=torch.bfloat16):
-            loss, _ = method.loss(LossContext(model, batch, None), cfg, 1.0, 1.0)
+            loss, _ = method.loss(LossContext(model, batch, None, chunk_size=args.chunk), cfg, 1.0, 1.0)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

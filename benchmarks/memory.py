@@ -36,7 +36,7 @@ STEPS_PER_EPOCH = 10  # 40 forget QA / batch 4
 
 
 def child(method: str, steps: int, lora: bool, out: Path, chunk: int = 0, model: str = common.MODEL_ALIAS,
-          checkpointing: bool = False) -> None:
+          checkpointing: bool = False, optim: str = "adamw_torch") -> None:
     """One unlearning run; prints one JSON line with the peak RSS."""
     import dataclasses
 
@@ -58,7 +58,7 @@ def child(method: str, steps: int, lora: bool, out: Path, chunk: int = 0, model:
     unlearn.UnlearnTrainer.training_step = training_step
     cfg = RunConfig()
     train = dataclasses.replace(cfg.unlearn.train, epochs=steps / STEPS_PER_EPOCH, batch_size=4, grad_accum=1,
-                                lora=lora, gradient_checkpointing=checkpointing)
+                                lora=lora, gradient_checkpointing=checkpointing, optim=optim)
     cfg.unlearn = dataclasses.replace(cfg.unlearn, method=method, train=train, loss_chunk_size=chunk)
     after_import = common.peak_rss_mib()
     t = time.time()
@@ -75,7 +75,7 @@ def run_child(method: str, steps: int, lora: bool, threads: int, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="unlearnlm-mem-") as tmp:
         cmd = [sys.executable, __file__, "--child", method, "--steps", str(steps), "--threads", str(threads),
                "--out", tmp, "--chunk", str(args.chunk), "--model", args.model] + (["--lora"] if lora else []) \
-            + (["--checkpointing"] if args.checkpointing else [])
+            + (["--checkpointing"] if args.checkpointing else []) + ["--optim", args.optim]
         t = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -104,10 +104,11 @@ def main() -> int:
     p.add_argument("--model", default=common.MODEL_ALIAS, help="offline alias (default: SmolLM2; gemma3-270m: 262k vocabulary)")
     p.add_argument("--checkpointing", action="store_true", help="unlearn.train.gradient_checkpointing=true")
     p.add_argument("--methods", default="ME+GD,NPO+KL", help="comma-separated (the ratio needs both)")
+    p.add_argument("--optim", default="adamw_torch", help="unlearn.train.optim (adamw_torch_fused: no per-tensor temporaries)")
     args = p.parse_args()
     if args.child:
         common.set_threads(args.threads)
-        child(args.child, args.steps, args.lora, Path(args.out), args.chunk, args.model, args.checkpointing)
+        child(args.child, args.steps, args.lora, Path(args.out), args.chunk, args.model, args.checkpointing, args.optim)
         return 0
     threads = common.set_threads(args.threads)
     start = common.header("memory", threads)
@@ -142,7 +143,7 @@ def main() -> int:
               f"training steps only {me['peak_training_mib'] / npo['peak_training_mib']:.3f}")
     param_mib = n_params * 4 / 2**20
     print(f"\nfloor = imports + weights, gradients, 2 AdamW moments (+ the reference); model {args.model}, "
-          f"loss_chunk_size={args.chunk}, gradient checkpointing {args.checkpointing}")
+          f"loss_chunk_size={args.chunk}, gradient checkpointing {args.checkpointing}, optim {args.optim}")
     for (method, lora), r in results.items():
         if not lora:
             floor = r["peak_after_imports_mib"] + 4 * param_mib + (param_mib if r["ref_model"] else 0)

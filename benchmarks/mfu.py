@@ -43,6 +43,7 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::lin
 def main() -> int:
     p = common.parser(__doc__.split("\n")[0], steps=6)
     p.add_argument("--no-profile", action="store_true", help="skip the profile even when the goal is missed")
+    p.add_argument("--chunk", type=int, default=0, help="unlearn.loss_chunk_size of the loss (0: full logits)")
     args = p.parse_args()
     threads = common.set_threads(args.threads)
     start = common.header("mfu", threads)
@@ -83,7 +84,7 @@ def main() -> int:
         from torch.profiler import record_function
 
         with record_function("## forward + loss"), common.autocast(bf16):
-            loss, _ = method.loss(LossContext(model, batch, None), cfg, 1.0, 1.0)
+            loss, _ = method.loss(LossContext(model, batch, None, chunk_size=args.chunk), cfg, 1.0, 1.0)
         with record_function("## backward"):
             loss.backward()
         with record_function("## optimizer"):
