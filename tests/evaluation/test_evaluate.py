@@ -259,10 +259,11 @@ def test_six_metrics_of_a_fixed_model_do_not_move(tiny_model_dir, data_dir, tmp_
                                 progress=False)
     pinned = PINNED[family]
     for name, means in pinned["sets"].items():
-        assert {m: summary["sets"][name][m] for m in means} == pytest.approx(means, abs=1e-9), name
+        # 1e-6: the shared-prompt likelihood (issue 17) reassociates float32 sums (measured: 7e-9)
+        assert {m: summary["sets"][name][m] for m in means} == pytest.approx(means, abs=1e-6), name
         generations = [r["generation"] for r in ev.read_records(tmp_path / f"{name}.jsonl")]
         assert hashlib.sha256(json.dumps(generations).encode()).hexdigest()[:16] == pinned["generations_sha256"][name]
-    assert {k: summary["aggregates"][k] for k in pinned["aggregates"]} == pytest.approx(pinned["aggregates"], abs=1e-9)
+    assert {k: summary["aggregates"][k] for k in pinned["aggregates"]} == pytest.approx(pinned["aggregates"], abs=1e-6)
 
 
 def test_new_metrics_extend_stored_sets_without_recomputing_them(tiny_model_dir, data_dir, tmp_path, monkeypatch):

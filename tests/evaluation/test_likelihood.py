@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from unlearnlm.data.prompts import PromptFormat
-from unlearnlm.evaluation.likelihood import nll_means
+from unlearnlm.evaluation.likelihood import answer_token_stats, nll_means
 
 PAIRS = [
     ("Who wrote the play 'Romeo and Juliet'?", "William Shakespeare"),
@@ -60,12 +60,16 @@ def test_identical_pairs_are_computed_once(tiny):
         lambda mod, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
     )
     try:
-        out = nll_means(model, tok, fmt, PAIRS, batch_size=2, progress=False)
+        out = nll_means(model, tok, fmt, PAIRS, batch_size=2, progress=False, share_prompts=False)
+        assert sum(rows) == len(set(PAIRS)) == 5
+        rows.clear()
+        nll_means(model, tok, fmt, PAIRS, batch_size=2, progress=False)
+        # "Who wrote ...?" is asked with two answers: its prompt once (1 row), then its two
+        # answers on the prompt's cache (2 rows); the three other pairs in batches of 2 and 1
+        assert rows == [1, 2, 2, 1]
     finally:
         hook.remove()
     assert len(out) == len(PAIRS)
-    assert sum(rows) == len(set(PAIRS)) == 5
-    assert rows == [2, 2, 1]
 
 
 def test_without_logits_to_keep_same_values(tiny, monkeypatch):
@@ -79,3 +83,33 @@ def test_without_logits_to_keep_same_values(tiny, monkeypatch):
     full = nll_means(model, tok, fmt, PAIRS, batch_size=4, progress=False)
     assert full == pytest.approx(trimmed, abs=1e-6)
     assert nll_means(model, tok, fmt, [], batch_size=4) == []
+
+
+def _gemma3_tiny(tok):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+                              max_position_embeddings=256, pad_token_id=tok.pad_token_id)
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_shared_prompts_give_the_same_likelihoods_and_token_stats(tiny, family):
+    """One prompt forward whose KV cache every answer reuses = each (prompt + answer) on its own
+    (Gemma-3: a sliding window of 8 tokens, shorter than prompt + answer)."""
+    model, tok = tiny
+    if family == "gemma3":
+        model = _gemma3_tiny(tok)
+    fmt = PromptFormat.for_tokenizer(tok)
+    pairs = PAIRS + [("Why?", "Because I said so, and that is the end of it."), ("Why?", "No.")]
+    shared = nll_means(model, tok, fmt, pairs, batch_size=3, progress=False)
+    alone = nll_means(model, tok, fmt, pairs, batch_size=3, progress=False, share_prompts=False)
+    assert shared == pytest.approx(alone, abs=1e-5)
+    a = answer_token_stats(model, tok, fmt, pairs, batch_size=3, progress=False)
+    b = answer_token_stats(model, tok, fmt, pairs, batch_size=3, progress=False, share_prompts=False)
+    for x, y in zip(a, b):
+        assert x["hit"] == y["hit"]
+        for key in ("logp", "mu", "sigma"):  # float32 reassociation; sigma's E[x^2] - mu^2 cancels
+            assert x[key] == pytest.approx(y[key], abs=1e-4)

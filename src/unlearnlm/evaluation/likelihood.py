@@ -23,11 +23,20 @@ from unlearnlm.data.prompts import IGNORE, PromptFormat, answer_ids, eos_id, pro
 from unlearnlm.evaluation.generation import autocast
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def _forward_accepts(model, name: str) -> bool:
     try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
+        return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    return _forward_accepts(model, "logits_to_keep")
+
+
+def _cache_kwarg(model) -> str:
+    """The forward's name for the KV cache: ``cache`` (transformers >= 5.2x), ``past_key_values`` before."""
+    return "cache" if _forward_accepts(model, "cache") else "past_key_values"
 
 
 def _answer_logits(model, features: list[dict], pad_id: int, trim: bool):
@@ -49,65 +58,103 @@ def _answer_logits(model, features: list[dict], pad_id: int, trim: bool):
     return logits[keep], targets[keep], keep.nonzero()[:, 0]
 
 
-def _batch_nll(model, features: list[dict], pad_id: int, trim: bool) -> list[float]:
-    """Mean NLL over the labelled tokens of each feature (one forward)."""
-    logits, targets, rows = _answer_logits(model, features, pad_id, trim)
+def _nll_from(logits, targets, rows, n: int) -> list[float]:
+    """Mean NLL over the labelled tokens of each of ``n`` examples, from their answer logits."""
     token_nll = F.cross_entropy(logits.float(), targets, reduction="none")  # N
-    sums = torch.zeros(len(features), dtype=torch.float64, device=token_nll.device)
+    sums = torch.zeros(n, dtype=torch.float64, device=token_nll.device)
     sums.index_add_(0, rows, token_nll.double())
-    counts = torch.bincount(rows, minlength=len(features)).double()
+    counts = torch.bincount(rows, minlength=n).double()
     return (sums / counts).tolist()
 
 
-def _batch_token_stats(model, features: list[dict], pad_id: int, trim: bool, chunk: int = 512) -> list[dict]:
-    """Per answer token of each feature: log p(y_t), the mean and standard deviation of log p
-    under p_t itself (Min-K%++), and whether y_t is the argmax (memorisation)."""
-    logits, targets, rows = _answer_logits(model, features, pad_id, trim)
+def _stats_from(logits, targets, rows, n: int, chunk: int = 512) -> list[dict]:
+    """Per answer token of each of ``n`` examples: log p(y_t), the mean and standard deviation
+    of log p under p_t itself (Min-K%++), and whether y_t is the argmax (memorisation)."""
     parts = []
     for c in range(0, len(targets), chunk):  # a 262k vocabulary stays within memory
         logp = torch.log_softmax(logits[c : c + chunk].float(), dim=-1)
         p = logp.exp()
         mu = (p * logp).sum(-1)
-        var = ((p * logp * logp).sum(-1) - mu * mu).clamp_min(0.0)
+        var = (p * (logp - mu[:, None]).square()).sum(-1)  # two-pass: E[x^2] - mu^2 cancels on flat p
         y = targets[c : c + chunk]
         parts.append(torch.stack([logp.gather(-1, y[:, None])[:, 0], mu, var.sqrt(),
                                   (logp.argmax(-1) == y).float()], dim=1))
     table = torch.cat(parts).double().cpu()
     rows = rows.cpu()
     out = []
-    for i in range(len(features)):
+    for i in range(n):
         mine = table[rows == i]
         out.append({"logp": mine[:, 0].tolist(), "mu": mine[:, 1].tolist(), "sigma": mine[:, 2].tolist(),
                     "hit": [bool(h) for h in mine[:, 3].tolist()]})
     return out
 
 
+def shared_prompt_logits(model, prompt: list[int], answers: list[list[int]], pad_id: int, trim: bool):
+    """What ``_answer_logits`` returns for one prompt and several answers (each ending in EOS),
+    the prompt computed once: one forward of the prompt, its KV cache repeated for every
+    answer, one forward of the right-padded answers on it."""
+    device, k = model.device, len(answers)
+    out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True,
+                **({"logits_to_keep": 1} if trim else {}))
+    first = out.logits[:, -1:].expand(k, -1, -1)  # each answer's first token, from the prompt's last position
+    name = _cache_kwarg(model)
+    width = max(map(len, answers))
+    ids = torch.tensor([a + [pad_id] * (width - len(a)) for a in answers], device=device)
+    mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers], device=device)
+    logits = first
+    if width > 1:  # the answers' own positions predict their following tokens
+        cache = getattr(out, name)
+        cache.batch_repeat_interleave(k)
+        seen = torch.cat([torch.ones(k, len(prompt), dtype=mask.dtype, device=device), mask[:, :-1]], dim=1)
+        rest = model(input_ids=ids[:, :-1], attention_mask=seen, use_cache=True, **{name: cache}).logits
+        logits = torch.cat([first, rest], dim=1)  # k x width x V
+    keep = mask.bool()
+    return logits[keep], ids[keep], keep.nonzero()[:, 0]
+
+
+def _jobs(unique: list[tuple[str, str]], features: list[dict], batch_size: int, share_prompts: bool):
+    """Work units over the unique pairs: ("shared", [indices of one question's answers]) for a
+    question asked with several answers (``share_prompts``), ("batch", [indices]) for the rest,
+    in length-sorted batches of ``batch_size``, longest first."""
+    by_question: dict[str, list[int]] = {}
+    for i, (q, _) in enumerate(unique):
+        by_question.setdefault(q, []).append(i)
+    groups = [idx for idx in by_question.values() if share_prompts and len(idx) > 1]
+    grouped = {i for idx in groups for i in idx}
+    rest = sorted((i for i in range(len(unique)) if i not in grouped), key=lambda i: -len(features[i]["input_ids"]))
+    return [("shared", idx) for idx in groups] + [("batch", rest[s : s + batch_size])
+                                                  for s in range(0, len(rest), batch_size)]
+
+
 def _per_pair(model, tokenizer, fmt: PromptFormat, pairs, batch_size: int, bf16: bool, progress: bool,
-              batch_fn, desc: str) -> list:
-    """``batch_fn`` over the unique (question, answer) pairs, longest first; results in input order."""
+              reduce, desc: str, share_prompts: bool = True) -> list:
+    """``reduce`` of the answer logits of the unique (question, answer) pairs; results in input
+    order. Answers to one question share one prompt forward (``shared_prompt_logits``) unless
+    ``share_prompts`` is false (then every pair is a sequence of its own, as before)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not pairs:
         return []
     unique = list(dict.fromkeys((str(q), str(a)) for q, a in pairs))
-    features = []
-    for q, a in unique:
-        p, t = prompt_ids(tokenizer, fmt, q), answer_ids(tokenizer, fmt, a)
-        features.append({"input_ids": p + t, "labels": [IGNORE] * len(p) + t})
-    order = sorted(range(len(unique)), key=lambda i: -len(features[i]["input_ids"]))
+    prompts = {q: prompt_ids(tokenizer, fmt, q) for q in dict.fromkeys(q for q, _ in unique)}
+    answers = [answer_ids(tokenizer, fmt, a) for _, a in unique]
+    features = [{"input_ids": prompts[q] + t, "labels": [IGNORE] * len(prompts[q]) + t}
+                for (q, _), t in zip(unique, answers)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id(tokenizer)
     trim = _accepts_logits_to_keep(model)
-
-    starts = range(0, len(order), batch_size)
+    jobs = _jobs(unique, features, batch_size, share_prompts)
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+        jobs = tqdm(jobs, desc=desc, unit="batch", leave=False)
     values: list = [None] * len(unique)
     with torch.inference_mode(), autocast(model, bf16):
-        for s in starts:
-            idx = order[s : s + batch_size]
-            for i, v in zip(idx, batch_fn(model, [features[i] for i in idx], pad_id, trim)):
+        for kind, idx in jobs:
+            if kind == "shared":
+                logits = shared_prompt_logits(model, prompts[unique[idx[0]][0]], [answers[i] for i in idx], pad_id, trim)
+            else:
+                logits = _answer_logits(model, [features[i] for i in idx], pad_id, trim)
+            for i, v in zip(idx, reduce(*logits, len(idx))):
                 values[i] = v
     by_pair = dict(zip(unique, values))
     return [by_pair[(str(q), str(a))] for q, a in pairs]
@@ -121,15 +168,18 @@ def nll_means(
     batch_size: int,
     bf16: bool = False,
     progress: bool = True,
+    share_prompts: bool = True,
 ) -> list[float]:
     """NLL_mean(answer | question) per (question, answer) pair, in input order (nats/token)."""
-    return _per_pair(model, tokenizer, fmt, pairs, batch_size, bf16, progress, _batch_nll, "likelihood")
+    return _per_pair(model, tokenizer, fmt, pairs, batch_size, bf16, progress, _nll_from, "likelihood",
+                     share_prompts)
 
 
 def answer_token_stats(model, tokenizer, fmt: PromptFormat, pairs: Sequence[tuple[str, str]], batch_size: int,
-                       bf16: bool = False, progress: bool = True) -> list[dict]:
+                       bf16: bool = False, progress: bool = True, share_prompts: bool = True) -> list[dict]:
     """Per pair, per answer token (EOS last): {"logp", "mu", "sigma", "hit"} (teacher forcing)."""
-    return _per_pair(model, tokenizer, fmt, pairs, batch_size, bf16, progress, _batch_token_stats, "token stats")
+    return _per_pair(model, tokenizer, fmt, pairs, batch_size, bf16, progress, _stats_from, "token stats",
+                     share_prompts)
 
 
 def mean_grad_norm(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> float:

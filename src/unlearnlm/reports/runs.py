@@ -23,8 +23,28 @@ from unlearnlm.evaluation.registry import METRICS
 # Per-set table headers and names, in registry order (``evaluation/registry.py``); a metric
 # registered without a short header (the membership-inference scores, whose AUCs are
 # aggregates) is not shown per set.
-METRIC_SHORT = {e.name: e.obj.short for e in METRICS if e.obj.short}
-METRIC_LONG = {e.name: e.obj.title for e in METRICS}
+class _MetricNames(Mapping):
+    """{metric: its short or long name}, read from the registry at each use, so a metric
+    registered after this module was imported is named too."""
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def _table(self) -> dict[str, str]:
+        return {e.name: getattr(e.obj, self.field) for e in METRICS if getattr(e.obj, self.field)}
+
+    def __getitem__(self, key: str) -> str:
+        return self._table()[key]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+METRIC_SHORT = _MetricNames("short")
+METRIC_LONG = _MetricNames("title")
 # (column name, results.json aggregate key); the column names are those of the CSV.
 AGGREGATES = (
     ("MU", "model_utility"),
