@@ -12,6 +12,9 @@ the same greedy max_new_tokens and the same metric functions:
   batched   ``evaluation.evaluate.score_set``: generation in length-sorted, left-padded
             batches with the KV cache, every likelihood in length-sorted batches keeping
             only the answer logits, one batched embedder call, one batched NLI call.
+  previous  ``score_set`` with ``share_prompts=False``: every likelihood pair its own sequence
+            (the pipeline before issue 17), timed after the batched run; its speed ratio and the
+            largest metric difference are printed.
   naive     written here: one question generated at a time (model.generate, batch 1), one
             forward per (question, answer) padded to ``--pad-to`` tokens (500, as the
             reference code) with the full logits, one sentence per embedder call, one pair
@@ -183,9 +186,9 @@ def main() -> int:
 
         six = [METRIC_REGISTRY.get(m) for m in MU_METRICS]
 
-        def inputs(some_rows, name):
+        def inputs(some_rows, name, share_prompts=True):
             return SetInputs(model, tok, fmt, some_rows, spec, direction, judges, cfg.eval.max_new_tokens,
-                             cfg.eval.batch_size, bf16, name, progress=False)
+                             cfg.eval.batch_size, bf16, name, progress=False, share_prompts=share_prompts)
 
         # warm-up both paths on one row (kernels, allocator, tokenizers), not timed
         score_set(inputs(rows[:2], "warmup"), six)
@@ -218,6 +221,12 @@ def main() -> int:
         t_batched = time.perf_counter() - t
         print(f"   {t_batched:.1f}s = {len(rows) / t_batched:.3f} examples/s; stages "
               + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)
+        print(f"\n-- previous pipeline (score_set, share_prompts=False) on {len(rows)} rows; load "
+              f"{common.load_average()}", flush=True)
+        t = time.perf_counter()
+        previous, previous_stages = score_set(inputs(rows, "retain", share_prompts=False), six)
+        t_previous = time.perf_counter() - t
+        print(f"   {t_previous:.1f}s; stages " + ", ".join(f"{k} {v:.1f}s" for k, v in previous_stages.items()), flush=True)
         naive_until(args.naive_budget, "second half")
         k = len(naive)
         print(f"   naive: {k} rows in {t_naive:.1f}s = {k / t_naive:.3f} examples/s; stages "
@@ -237,6 +246,10 @@ def main() -> int:
         f"{s} {per_b.get(s, 0):.3f} vs {per_n.get(s, 0):.3f} ({per_n.get(s, 0) / max(per_b.get(s, 0), 1e-9):.1f}x)"
         for s in ("generation", "likelihood", "embedding", "nli")))
     ratio = (len(rows) / t_batched) / (k / t_naive)
+    moved = {m: max(abs(float(a[m]) - float(b[m])) for a, b in zip(batched, previous)) for m in METRICS}
+    print(f"against the previous pipeline: {t_previous / t_batched:.2f}x faster (likelihood "
+          f"{previous_stages['likelihood'] / max(stages['likelihood'], 1e-9):.2f}x); max |now - previous| "
+          + ", ".join(f"{m} {v:.2e}" for m, v in moved.items()))
     common.footer(start)
     agree = "metrics agree" if worst <= TOLERANCE else f"METRICS DISAGREE by {worst:.2e}"
     common.summary("eval_speed", f"batched/naive examples/s ({len(rows) / t_batched:.3f} vs {k / t_naive:.3f} on "

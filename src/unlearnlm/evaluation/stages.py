@@ -41,6 +41,7 @@ class SetInputs:
     bf16: bool
     set_name: str = "set"
     progress: bool = True
+    share_prompts: bool = True  # False: every likelihood pair its own sequence (the pre-issue-17 path)
 
 
 def _generation(x: SetInputs, examples: list[Example]) -> None:
@@ -56,7 +57,7 @@ def _likelihood(x: SetInputs, examples: list[Example]) -> None:
         q, first, perturbed = r["question"], len(pairs), list(r["perturbed_answer"])
         pairs += [(q, r[x.spec.truth_key]), (q, r[x.spec.truth_ratio_base_key])] + [(q, p) for p in perturbed]
         slots.append((first, first + 1, slice(first + 2, first + 2 + len(perturbed))))
-    nll = nll_means(x.model, x.tokenizer, x.fmt, pairs, x.batch_size, x.bf16, x.progress)
+    nll = nll_means(x.model, x.tokenizer, x.fmt, pairs, x.batch_size, x.bf16, x.progress, x.share_prompts)
     for ex, (a, b, perturbed) in zip(examples, slots):
         ex.nll_answer, ex.nll_base, ex.nll_perturbed = nll[a], nll[b], nll[perturbed]
 
@@ -84,7 +85,8 @@ def _member_pairs(x: SetInputs) -> list[tuple[str, str]]:
 
 
 def _token_stats(x: SetInputs, examples: list[Example]) -> None:
-    stats = answer_token_stats(x.model, x.tokenizer, x.fmt, _member_pairs(x), x.batch_size, x.bf16, x.progress)
+    stats = answer_token_stats(x.model, x.tokenizer, x.fmt, _member_pairs(x), x.batch_size, x.bf16, x.progress,
+                               x.share_prompts)
     for ex, s in zip(examples, stats):
         ex.tokens = s
 
