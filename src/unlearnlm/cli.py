@@ -121,7 +121,7 @@ def cmd_attack(args) -> None:
         cfg.eval.attacks = ["relearn", "relearn_retain", "quant8", "quant4", "paraphrase", "fewshot", "system_prompt"]
     state = Run(cfg)
     state.rows = rows
-    state.attack()
+    state.attack(cached_only=args.cached_only)
     print(f"report: {build_report([run_dir])['html']}")
 
 
@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="run attacks (relearning, quantisation, prompts) on a finished run's models")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", help="e.g. eval.attacks=[quant4,paraphrase] (default: every attack)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="collect the attacks already computed (e.g. while a run is still attacking), compute nothing")
     p.set_defaults(fn=cmd_attack)
     sub.add_parser("attacks", help="list the attacks").set_defaults(fn=cmd_attacks)
     sub.add_parser("methods", help="list unlearning methods").set_defaults(fn=cmd_methods)

@@ -57,6 +57,11 @@ def test_attacks_in_a_run_resume_and_reach_the_reports(tiny_run_overrides, tmp_p
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert json.loads((run_dir / "results.json").read_text())["robustness"] == results["robustness"]
 
+    # --cached-only collects what is on disk and computes nothing
+    assert main(["attack", str(run_dir), "eval.attacks=[quant8,quant4]", "eval.attack.quant_group_size=16",
+                 "--cached-only"]) == 0
+    assert not (run_dir / "attacks" / "GA+GD" / "quant8" / "eval").exists()
+    assert json.loads((run_dir / "results.json").read_text())["robustness"] == results["robustness"]
     # a later attack on the finished run adds its entries and keeps the others; the reports show them
     assert main(["attack", str(run_dir), "eval.attacks=[quant8]", "eval.attack.quant_group_size=16"]) == 0
     entries = json.loads((run_dir / "results.json").read_text())["robustness"]

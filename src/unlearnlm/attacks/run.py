@@ -1,6 +1,6 @@
 """Run the attacks of ``eval.attacks`` on a run's models (docs/method.md, section 9).
 
-    entries = attack_models(state)     # state: pipeline.scenarios.Run with its rows
+    for entries in attack_models(state):   # state: pipeline.scenarios.Run with its rows; one attack at a time
 
 Layout, all resumable (a finished model folder or evaluated set is reused):
 
@@ -42,15 +42,20 @@ class AttackContext:
     trained_on: list[dict]  # the forget half the relearning attack trains on
     second_half: list[dict]  # the other half, where relearning is scored (capped at eval.ds_size)
     retain: list[dict]  # retain QA (few-shot examples, benign relearning)
+    cached_only: bool = False  # collect what is already computed; compute nothing
 
 
-def attack_context(state, tasks: list[str]) -> AttackContext:
+class NotCached(Exception):
+    """An attacked model or evaluation is not on disk (``cached_only``)."""
+
+
+def attack_context(state, tasks: list[str], cached_only: bool = False) -> AttackContext:
     cfg = state.cfg
     whole = tofu.interleave_tasks(tofu.forget_rows(resolve_data_dir(cfg.data.data_dir), cfg.data.split, tasks,
                                                    perturbed=True))
     trained_on, second_half = halves(whole, cfg.eval.attack.seed)
     return AttackContext(cfg, cfg.eval.attack, state.eval_sets(tasks, only=("forget",))["forget"], trained_on,
-                         second_half[: cfg.eval.ds_size], unlearning_rows(cfg, tasks, tasks)[1])
+                         second_half[: cfg.eval.ds_size], unlearning_rows(cfg, tasks, tasks)[1], cached_only)
 
 
 def _family(cfg: RunConfig) -> str:
@@ -70,7 +75,11 @@ def _prepared(folder: Path, settings: dict) -> Path:
     return folder
 
 
-def _evaluate(state, model_dir: Path, rows: list[dict], out: Path, prompt_edit=None) -> list[dict]:
+def _evaluate(state, ctx: AttackContext, model_dir: Path, rows: list[dict], out: Path, prompt_edit=None) -> list[dict]:
+    if ctx.cached_only:
+        if not (out / "forget.summary.json").is_file():
+            raise NotCached(out)
+        return read_records(out / "forget.jsonl")
     evaluate_model(model_dir, state.cfg, {"forget": rows}, _family(state.cfg), out, state.judges,
                    prompt_edit=prompt_edit)
     return read_records(out / "forget.jsonl")
@@ -82,10 +91,11 @@ def attacked_records(state, ctx: AttackContext, attack: Attack, label: str, mode
     folder = _prepared(state.dir / "attacks" / safe_label(label) / attack.name, settings)
     rows = ctx.forget if attack.scored == "forget" else ctx.second_half
     if attack.kind == "model":
-        attack.apply(ctx, model_dir, folder / "model")
-        return _evaluate(state, folder / "model", rows, folder / "eval")
+        if not ctx.cached_only:
+            attack.apply(ctx, model_dir, folder / "model")
+        return _evaluate(state, ctx, folder / "model", rows, folder / "eval")
     asked, edit = attack.apply(ctx, rows)
-    return _evaluate(state, model_dir, asked, folder / "eval", prompt_edit=edit)
+    return _evaluate(state, ctx, model_dir, asked, folder / "eval", prompt_edit=edit)
 
 
 def plain_records(state, ctx: AttackContext, attack: Attack, row: dict, model_dir: Path) -> list[dict]:
@@ -94,7 +104,7 @@ def plain_records(state, ctx: AttackContext, attack: Attack, row: dict, model_di
         return read_records(state.dir / row["eval_dir"] / "forget.jsonl")
     folder = _prepared(state.dir / "attacks" / safe_label(row["label"]) / "second_half",
                        {"seed": ctx.settings.seed, "n": len(ctx.second_half)})
-    return _evaluate(state, model_dir, ctx.second_half, folder / "eval")
+    return _evaluate(state, ctx, model_dir, ctx.second_half, folder / "eval")
 
 
 def attacked_rows(rows: list[dict]) -> list[dict]:
@@ -102,29 +112,40 @@ def attacked_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("status") == "ok" and not r.get("task") and r.get("epoch") is None]
 
 
-def attack_models(state) -> list[dict]:
-    """Every attack of ``eval.attacks`` on the target and every unlearned model of ``state.rows``."""
+def attack_models(state, cached_only: bool = False):
+    """Every attack of ``eval.attacks`` on the target and every unlearned model of ``state.rows``;
+    yields the entries of one attack at a time (``cached_only``: only those already computed)."""
     cfg = state.cfg
     rows = attacked_rows(state.rows)
     target = next((r for r in rows if r["label"] == "target"), None)
     if not cfg.eval.attacks or target is None:
-        return []
-    ctx = attack_context(state, list(cfg.data.tasks))
+        return
+    ctx = attack_context(state, list(cfg.data.tasks), cached_only)
     models = {r["label"]: Path(read_json(state.dir / r["eval_dir"] / "summary.json")["model"]) for r in rows}
-    entries = []
     for attack in (ATTACKS.get(n) for n in cfg.eval.attacks):
         log(f"[attack] {attack.name}: {attack.description}")
-        target_plain = plain_records(state, ctx, attack, target, models["target"])
-        baseline = target_plain if attack.baseline == "plain" else \
-            attacked_records(state, ctx, attack, "target", models["target"])
+        try:
+            target_plain = plain_records(state, ctx, attack, target, models["target"])
+            baseline = target_plain if attack.baseline == "plain" else \
+                attacked_records(state, ctx, attack, "target", models["target"])
+        except NotCached as e:
+            log(f"[attack] {attack.name}: not computed yet ({e}), skipped")
+            continue
+        entries = []
         for row in rows:
             if row["label"] == "target" and attack.baseline == "plain":
                 continue  # the target is this attack's baseline as it is
-            before = target_plain if row is target else plain_records(state, ctx, attack, row, models[row["label"]])
-            after = baseline if row is target else attacked_records(state, ctx, attack, row["label"], models[row["label"]])
-            result = robustness(before, after, target_plain if row is target else baseline,
-                                cfg.eval.bootstrap_resamples)
-            entries.append({"label": row["label"], "method": row.get("method"), "attack": attack.name,
-                            "scored": attack.scored, **result})
-            log(f"[attack] {attack.name} on {row['label']}: FE {result['fe_before']:.3f} -> {result['fe_after']:.3f}")
-    return entries
+            try:
+                entries.append(_entry(state, ctx, attack, row, row is target, models, target_plain, baseline))
+            except NotCached as e:
+                log(f"[attack] {attack.name} on {row['label']}: not computed yet ({e}), skipped")
+        yield entries
+
+
+def _entry(state, ctx, attack: Attack, row: dict, is_target: bool, models: dict, target_plain, baseline) -> dict:
+    before = target_plain if is_target else plain_records(state, ctx, attack, row, models[row["label"]])
+    after = baseline if is_target else attacked_records(state, ctx, attack, row["label"], models[row["label"]])
+    result = robustness(before, after, target_plain if is_target else baseline, state.cfg.eval.bootstrap_resamples)
+    log(f"[attack] {attack.name} on {row['label']}: FE {result['fe_before']:.3f} -> {result['fe_after']:.3f}")
+    return {"label": row["label"], "method": row.get("method"), "attack": attack.name, "scored": attack.scored,
+            **result}

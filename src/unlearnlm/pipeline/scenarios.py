@@ -81,6 +81,13 @@ def _row(label: str, summary: dict, eval_dir: Path, run_dir: Path, **fields) -> 
             "sets": summary["sets"], "eval_dir": str(eval_dir.relative_to(run_dir)), "status": "ok"}
 
 
+def _merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with each (label, attack) entry of ``new`` replaced in place or appended."""
+    fresh = {(e["label"], e["attack"]): e for e in new}
+    out = [fresh.pop((e["label"], e["attack"]), e) for e in old]
+    return out + list(fresh.values())
+
+
 def _failed_row(label: str, error: str, **fields) -> dict:
     return {"label": label, "method": None, "task": None, "epoch": None, "lr": None, "seed": None, **fields,
             "aggregates": {}, "sets": {}, "status": "failed", "error": error}
@@ -174,15 +181,15 @@ class Run:
         manifest = read_json(self.dir / "manifest.json")
         write_json(self.dir / "manifest.json", manifest | {"start_models": {w: m.source for w, m in models.items()}})
 
-    def attack(self) -> None:
-        """The attacks of ``eval.attacks`` on the target and every unlearned model."""
+    def attack(self, cached_only: bool = False) -> None:
+        """The attacks of ``eval.attacks`` on the target and every unlearned model, saved after
+        each attack (``cached_only``: collect the finished ones, compute nothing)."""
         if self.cfg.eval.attacks:
             from unlearnlm.attacks.run import attack_models
 
-            new = attack_models(self)
-            done = {(e["label"], e["attack"]) for e in new}
-            self.robustness = [e for e in self.robustness if (e["label"], e["attack"]) not in done] + new
-            self.save()
+            for new in attack_models(self, cached_only):
+                self.robustness = _merged(self.robustness, new)
+                self.save()
 
     def save(self) -> None:
         cfg = self.cfg
