@@ -90,6 +90,10 @@ attacks() {  # issue 18: every attack on the selected runs of seven methods, one
   study attacks --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=attacks "$seven" "$all" \
     unlearn.per_method.SimNPO+GD.forget_coeff=1.0 unlearn.per_method.RMU.lr=1e-2 unlearn.per_method.DPO+GD.lr=5e-5
 }
+evidence() {  # issue 17: three seeds, 100 examples per utility set; forget05 for four methods
+  study evidence --preset experiments/evidence.yaml
+  study evidence-forget05 --preset experiments/evidence_forget05.yaml
+}
 if [ "${LANES:-2}" = 1 ]; then
   lane_a && lane_b
 else
@@ -100,6 +104,7 @@ else
 fi
 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 privacy
 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 attacks
+OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 evidence
 .venv/bin/unlearnlm report runs/grid-lr1e-4 runs/grid-lr5e-5 --out runs/grid-report > /dev/null
 for run in grid-lr1e-4 grid-lr5e-5 grid-lr1e-4-seed1 continual gemma real_world demo2; do
   .venv/bin/unlearnlm report "runs/$run" > /dev/null
