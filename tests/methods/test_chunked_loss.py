@@ -19,13 +19,13 @@ class HeadLM(nn.Module):
     """A 1-layer LM with a separate output head, as HF models have: hidden states (embeddings,
     after layer 0, final normed) and ``logits_to_keep``."""
 
-    def __init__(self, cap: float | None = None):
+    def __init__(self, cap: float | None = None, bias: bool = False):
         super().__init__()
         self.config = SimpleNamespace(final_logit_softcapping=cap,
                                       get_text_config=lambda: SimpleNamespace(num_hidden_layers=2, hidden_size=DIM))
         self.embed = nn.Embedding(VOCAB, DIM)
         self.layer = nn.Linear(DIM, DIM)
-        self.lm_head = nn.Linear(DIM, VOCAB, bias=False)
+        self.lm_head = nn.Linear(DIM, VOCAB, bias=bias)  # with a bias: the checkpointed path
         self.calls = 0
 
     def get_output_embeddings(self):
@@ -56,9 +56,9 @@ def make_batch() -> dict:
     return batch
 
 
-def _loss_and_grads(name: str, chunk: int, cap: float | None = None):
+def _loss_and_grads(name: str, chunk: int, cap: float | None = None, bias: bool = False):
     torch.manual_seed(0)
-    model = HeadLM(cap)
+    model = HeadLM(cap, bias)
     ref = copy.deepcopy(model)
     with torch.no_grad():  # a reference that differs from the policy, so KL and NPO are not at their minimum
         for p in ref.parameters():
@@ -79,6 +79,18 @@ def test_chunked_loss_and_gradients_equal_the_full_logits(name):
     assert chunked_grads.keys() == full_grads.keys()
     for key in full_grads:
         torch.testing.assert_close(chunked_grads[key], full_grads[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ME+KL", "UNDIAL+GD", "NPO+GD", "CEU+GD", "PDU"])
+def test_a_head_with_a_bias_takes_the_checkpointed_path(name):
+    """Only a bias-free Linear head gets the in-place weight gradient (chunked_head.py); any other
+    head is checkpointed chunk by chunk. Both equal the full logits."""
+    full, grads = _loss_and_grads(name, 0, bias=True)
+    chunked, chunked_grads = _loss_and_grads(name, 4, bias=True)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+    assert chunked_grads.keys() == grads.keys() and "lm_head.bias" in grads
+    for key in grads:
+        torch.testing.assert_close(chunked_grads[key], grads[key], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["ME+KL", "UNDIAL+GD", "NPO+GD"])
