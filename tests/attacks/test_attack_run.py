@@ -60,7 +60,7 @@ def test_attacks_in_a_run_resume_and_reach_the_reports(tiny_run_overrides, tmp_p
     # --cached-only collects what is on disk and computes nothing
     assert main(["attack", str(run_dir), "eval.attacks=[quant8,quant4]", "eval.attack.quant_group_size=16",
                  "--cached-only"]) == 0
-    assert not (run_dir / "attacks" / "GA+GD" / "quant8" / "eval").exists()
+    assert not (run_dir / "attacks" / "GA+GD" / "quant8").exists()  # not even a folder
     assert json.loads((run_dir / "results.json").read_text())["robustness"] == results["robustness"]
     # a later attack on the finished run adds its entries and keeps the others; the reports show them
     assert main(["attack", str(run_dir), "eval.attacks=[quant8]", "eval.attack.quant_group_size=16"]) == 0

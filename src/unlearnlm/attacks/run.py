@@ -62,11 +62,14 @@ def _family(cfg: RunConfig) -> str:
     return "real_world" if cfg.data.split == tofu.REAL_WORLD else "tofu"
 
 
-def _prepared(folder: Path, settings: dict) -> Path:
-    """``folder`` holding results of exactly ``settings`` (other settings' results removed)."""
+def _prepared(folder: Path, settings: dict, cached_only: bool = False) -> Path:
+    """``folder`` holding results of exactly ``settings`` (other settings' results removed;
+    ``cached_only``: nothing is touched, and other settings' results are not cached ones)."""
     path = folder / "settings.json"
     if path.is_file() and read_json(path) == settings:
         return folder
+    if cached_only:
+        raise NotCached(f"{folder} (no results of these settings)")
     if folder.exists():
         log(f"[attack] {folder}: settings changed, recomputing")
         shutil.rmtree(folder)
@@ -88,7 +91,7 @@ def _evaluate(state, ctx: AttackContext, model_dir: Path, rows: list[dict], out:
 def attacked_records(state, ctx: AttackContext, attack: Attack, label: str, model_dir: Path) -> list[dict]:
     """The forget records of ``model_dir`` under ``attack`` (built and evaluated once)."""
     settings = {"attack": attack.name, **{k: config_to_dict(ctx.settings)[k] for k in attack.settings}}
-    folder = _prepared(state.dir / "attacks" / safe_label(label) / attack.name, settings)
+    folder = _prepared(state.dir / "attacks" / safe_label(label) / attack.name, settings, ctx.cached_only)
     rows = ctx.forget if attack.scored == "forget" else ctx.second_half
     if attack.kind == "model":
         if not ctx.cached_only:
@@ -103,7 +106,7 @@ def plain_records(state, ctx: AttackContext, attack: Attack, row: dict, model_di
     if attack.scored == "forget":
         return read_records(state.dir / row["eval_dir"] / "forget.jsonl")
     folder = _prepared(state.dir / "attacks" / safe_label(row["label"]) / "second_half",
-                       {"seed": ctx.settings.seed, "n": len(ctx.second_half)})
+                       {"seed": ctx.settings.seed, "n": len(ctx.second_half)}, ctx.cached_only)
     return _evaluate(state, ctx, model_dir, ctx.second_half, folder / "eval")
 
 
