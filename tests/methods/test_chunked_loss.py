@@ -25,7 +25,7 @@ class HeadLM(nn.Module):
                                       get_text_config=lambda: SimpleNamespace(num_hidden_layers=2, hidden_size=DIM))
         self.embed = nn.Embedding(VOCAB, DIM)
         self.layer = nn.Linear(DIM, DIM)
-        self.lm_head = nn.Linear(DIM, VOCAB, bias=bias)  # with a bias: the checkpointed path
+        self.lm_head = nn.Linear(DIM, VOCAB, bias=bias)
         self.calls = 0
 
     def get_output_embeddings(self):
@@ -82,9 +82,8 @@ def test_chunked_loss_and_gradients_equal_the_full_logits(name):
 
 
 @pytest.mark.parametrize("name", ["ME+KL", "UNDIAL+GD", "NPO+GD", "CEU+GD", "PDU"])
-def test_a_head_with_a_bias_takes_the_checkpointed_path(name):
-    """Only a bias-free Linear head gets the in-place weight gradient (chunked_head.py); any other
-    head is checkpointed chunk by chunk. Both equal the full logits."""
+def test_a_head_with_a_bias_too(name):
+    """The chunks apply the model's own head module, bias included."""
     full, grads = _loss_and_grads(name, 0, bias=True)
     chunked, chunked_grads = _loss_and_grads(name, 4, bias=True)
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from unlearnlm.methods import losses
-from unlearnlm.methods.chunked_head import head_term
 
 Part = Mapping[str, Tensor]  # input_ids, attention_mask, labels: each [B,T]
 
@@ -110,25 +109,25 @@ class LossContext:
         model = self.ref_model if ref else self.model
         h = self._final_hidden(name, ref)[:, :-1][index]
         h_ref = self._final_hidden(name, True)[:, :-1][index] if with_ref else None
-        ref_head = output_head(self.ref_model) if with_ref else None
+        head, ref_head = output_head(model), output_head(self.ref_model) if with_ref else None
+        n = self.chunk_size
 
-        def z_ref(start: int, stop: int) -> Tensor | None:
-            if h_ref is None:
-                return None
-            with torch.no_grad():
-                return ref_head(h_ref[start:stop]).float()
+        def chunk(h_c: Tensor, y_c: Tensor, h_ref_c: Tensor | None) -> Tensor:
+            z_ref = None
+            if h_ref_c is not None:
+                with torch.no_grad():
+                    z_ref = ref_head(h_ref_c).float()
+            return term(head(h_c).float(), y_c, z_ref)
 
-        weight, cap = plain_head(model)
-        if weight is None or ref or not torch.is_grad_enabled():
-            head, n, parts = output_head(model), self.chunk_size, []
-            with torch.no_grad() if (ref or not torch.is_grad_enabled()) else contextlib.nullcontext():
-                for s in range(0, h.shape[0], n):
-                    def chunk(h_c, s=s):
-                        return term(head(h_c).float(), y[s:s + n], z_ref(s, s + n))
-                    grad = not ref and torch.is_grad_enabled()
-                    parts.append(checkpoint(chunk, h[s:s + n], use_reentrant=False) if grad else chunk(h[s:s + n]))
-            return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
-        return head_term(h, weight, term, y, z_ref, cap, self.chunk_size)
+        parts = []
+        for s in range(0, h.shape[0], n):
+            args = (h[s:s + n], y[s:s + n], None if h_ref is None else h_ref[s:s + n])
+            if ref or not torch.is_grad_enabled():
+                with torch.no_grad():
+                    parts.append(chunk(*args))
+            else:
+                parts.append(checkpoint(chunk, *args, use_reentrant=False))
+        return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
 
     def _final_hidden(self, name: str, ref: bool) -> Tensor:
         return self._output(name, ref=ref, hidden=True).hidden_states[-1]
@@ -171,16 +170,6 @@ class LossContext:
         if self.chunk_size:
             kwargs["logits_to_keep"] = 1  # the head runs in chunks, on the positions a loss reads
         return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], **kwargs)
-
-
-def plain_head(model: nn.Module) -> tuple[Tensor | None, float | None]:
-    """(weight, soft-cap) of a bias-free ``nn.Linear`` output head, which ``chunked_head`` computes
-    with its gradient accumulated in place; (None, None) for any other head (LoRA-wrapped...)."""
-    model = getattr(model, "module", model)
-    head = model.get_output_embeddings()
-    if type(head) is not nn.Linear or head.bias is not None:
-        return None, None
-    return head.weight, getattr(getattr(model, "config", None), "final_logit_softcapping", None) or None
 
 
 def output_head(model: nn.Module):
