@@ -30,6 +30,18 @@ TOFU_MU_SETS = ("retain", "real_authors", "world_facts")
 PRIVLEAK_ATTACK = "mia_min_k"  # privleak compares Min-K% AUCs
 
 
+def metric_errors(names: list[str] | None) -> list[str]:
+    """Problems of ``eval.metrics``, one line each (None: every metric whose inputs exist)."""
+    if names is None:
+        return []
+    errors = [f"eval.metrics[{i}]: {METRICS.unknown_message(n)}" for i, n in enumerate(names) if n not in METRICS]
+    if len(set(names)) < len(names):
+        errors.append(f"eval.metrics: each metric once, got {names!r}")
+    if not errors and not set(MU_METRICS) <= set(names):
+        errors.append(f"eval.metrics: Model Utility and Forget Efficacy need the paper's six ({', '.join(MU_METRICS)})")
+    return errors
+
+
 def harmonic_mean(values: Iterable[float]) -> float:
     """n / sum(1/v); 0 if any value <= 0. Raises ValueError on NaN or no values."""
     values = [float(v) for v in values]
