@@ -190,9 +190,13 @@ def robustness_table(root: Path, run: str = "attacks") -> str:
     res = _load(root, run)
     if not res or not res.get("robustness"):
         return "## Robustness to attacks\n\nNo attacked run found.\n"
-    done = sorted({e["attack"] for e in res["robustness"]})
+    count: dict[str, int] = {}
+    for e in res["robustness"]:
+        if e["label"] != "target":
+            count[e["attack"]] = count.get(e["attack"], 0) + 1
+    done = ", ".join(f"{a} ({n})" for a, n in count.items())
     return (robustness_markdown(res).replace("## Robustness to attacks", f"## Robustness to attacks ({run})", 1)
-            + f"\nAttacks finished: {', '.join(done)}.\n")
+            + f"\nUnlearned models with results, per attack: {done}.\n")
 
 
 def _final_rows(res: dict) -> dict[str, dict]:

@@ -138,5 +138,9 @@ def test_robustness_table_shows_fe_under_each_attack_and_the_recovery(tmp_path):
     assert "| model | FE | quant4 |" in text
     assert "| target | 0.120 | 0.100 |" in text and "| GA+GD | 0.500 | 0.300 [0.25, 0.35] |" in text
     assert "| GA+GD | 0.500 [0.30, 0.70] |" in text  # the recovery table: (0.5 - 0.3) / (0.5 - 0.1)
-    assert "Attacks finished: quant4." in text
+    assert "Unlearned models with results, per attack: quant4 (1)." in text
     assert "No attacked run found" in summarise.robustness_table(tmp_path / "missing")
+    # a relearning attack's baseline is the target as it is: its FE on the scored half is shown
+    relearn = {**entry, "attack": "relearn", "scored": "second_half", "fe_baseline": 0.15}
+    (tmp_path / "attacks" / "results.json").write_text(json.dumps({"rows": [], "robustness": [relearn]}))
+    assert "| target | 0.150 | — |" in summarise.robustness_table(tmp_path)

@@ -20,6 +20,7 @@ from unlearnlm.io import atomic_path
 from unlearnlm.reports.runs import Results, as_list, fmt
 
 PLAIN = {"forget": "FE", "second_half": "FE (half)"}  # the unattacked column of each scored set
+PLAIN_BASELINE = ("relearn", "relearn_retain")  # attacks whose baseline is the target as it is
 
 
 def _entries(results: Results | Sequence[Results]) -> list[dict[str, Any]]:
@@ -43,7 +44,11 @@ def _grid(entries: list[dict]) -> tuple[list[str], list[str], dict]:
         for e in (e for e in entries if e["scored"] == scored):
             cells[(e["display"], plain)] = (e["fe_before"], None)
             cells[(e["display"], e["attack"])] = (e["fe_after"], e["intervals"].get("fe_after"))
-    return labels, columns, cells
+            if e["attack"] in PLAIN_BASELINE:  # the target, not attacked, is these attacks' baseline
+                target = e["display"][: -len(e["label"])] + "target"
+                cells.setdefault((target, plain), (e["fe_baseline"], None))
+    targets = [d for d, _ in cells if d == "target" or d.endswith("/target")]
+    return list(dict.fromkeys(targets + labels)), columns, cells
 
 
 def _cell(value: float | None, bounds) -> str:
