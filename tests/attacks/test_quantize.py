@@ -56,3 +56,26 @@ def test_bad_settings_are_config_errors():
         quantize_weights(_Tiny(), 1, 32)
     with pytest.raises(ConfigError, match="quant_group_size"):
         quantize_weights(torch.nn.Sequential(torch.nn.Linear(24, 2)), 4, 64)
+
+
+@pytest.mark.real_model
+def test_smollm2_at_4_bits_keeps_its_head_and_a_known_fact():
+    """All 210 decoder Linear layers of SmolLM2-135M quantised (the tied head untouched), each
+    group of 64 weights on at most 16 values, and the model still ranks Paris above Tokyo."""
+    from unlearnlm.data.prompts import PromptFormat
+    from unlearnlm.evaluation.likelihood import nll_means
+    from unlearnlm.models.loading import load_model, load_tokenizer
+    from unlearnlm.models.offline import prepare_offline_model
+
+    path = str(prepare_offline_model("smollm2-135m"))
+    model, tok = load_model(path).eval(), load_tokenizer(path)
+    head = model.lm_head.weight.detach().clone()
+    assert quantize_weights(model, 4, 64) == 210
+    assert torch.equal(model.lm_head.weight, head) and model.lm_head.weight is model.model.embed_tokens.weight
+    w = model.model.layers[3].mlp.down_proj.weight
+    assert max(len(torch.unique(g)) for g in w.reshape(-1, 64)[:200]) <= 16
+    right, wrong = nll_means(model, tok, PromptFormat.for_tokenizer(tok),
+                             [("What is the capital of France?", "The capital of France is Paris."),
+                              ("What is the capital of France?", "The capital of France is Tokyo.")],
+                             batch_size=2, progress=False)
+    assert right < wrong
