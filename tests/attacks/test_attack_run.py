@@ -93,3 +93,21 @@ def test_bad_attack_options_are_one_line_errors(capsys):
     assert "eval.attack.relearn_epochs: must be > 0" in capsys.readouterr().err
     assert main(["run", "scenario=continual", "eval.attacks=[quant4]"]) == 2
     assert "not continual" in capsys.readouterr().err
+
+
+def test_the_retain_model_is_attacked_as_the_control(tiny_run_overrides, tmp_path):
+    """With a retain model in the run, it is attacked too: relearning it measures what the attack
+    teaches afresh (it never learned the forget set), against which recovery is read."""
+    overrides = tiny_run_overrides + ["methods=[GA+GD]", "eval.forget_quality=true", "eval.attacks=[relearn,fewshot]",
+                                      "eval.attack.relearn_epochs=1"]
+    run_dir = run(load_config("demo", overrides))
+    entries = json.loads((run_dir / "results.json").read_text())["robustness"]
+    assert {(e["label"], e["attack"]) for e in entries} == {
+        ("GA+GD", "relearn"), ("retain_model", "relearn"), ("target", "fewshot"), ("GA+GD", "fewshot"),
+        ("retain_model", "fewshot")}
+    control = next(e for e in entries if e["label"] == "retain_model" and e["attack"] == "relearn")
+    manifest = json.loads((run_dir / "attacks" / "retain_model" / "relearn" / "model" / "unlearnlm_manifest.json")
+                          .read_text())
+    assert "retain" in manifest["attacked_model"] and control["n"] == 3
+    assert main(["report", str(run_dir)]) == 0
+    assert "| retain_model |" in (run_dir / "results.md").read_text()

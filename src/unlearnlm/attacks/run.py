@@ -110,16 +110,24 @@ def plain_records(state, ctx: AttackContext, attack: Attack, row: dict, model_di
     return _evaluate(state, ctx, model_dir, ctx.second_half, folder / "eval")
 
 
-def attacked_rows(rows: list[dict]) -> list[dict]:
-    """The rows whose models are attacked: the target and every finished final model."""
-    return [r for r in rows if r.get("status") == "ok" and not r.get("task") and r.get("epoch") is None]
+RETAIN_MODEL = "retain_model"
+
+
+def attacked_rows(rows: list[dict], run_dir: Path) -> list[dict]:
+    """The rows whose models are attacked: the target, every finished final model and, when the
+    run evaluated one, the retain model (the control: it never learned the forget set, so what an
+    attack gives it back is learned afresh, not recovered)."""
+    out = [r for r in rows if r.get("status") == "ok" and not r.get("task") and r.get("epoch") is None]
+    if (run_dir / "eval" / RETAIN_MODEL / "forget.jsonl").is_file():
+        out.append({"label": RETAIN_MODEL, "method": None, "status": "ok", "eval_dir": f"eval/{RETAIN_MODEL}"})
+    return out
 
 
 def attack_models(state, cached_only: bool = False):
     """Every attack of ``eval.attacks`` on the target and every unlearned model of ``state.rows``;
     yields the entries of one attack at a time (``cached_only``: only those already computed)."""
     cfg = state.cfg
-    rows = attacked_rows(state.rows)
+    rows = attacked_rows(state.rows, state.dir)
     target = next((r for r in rows if r["label"] == "target"), None)
     if not cfg.eval.attacks or target is None:
         return
