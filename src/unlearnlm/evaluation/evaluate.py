@@ -193,28 +193,32 @@ def retain_relative_for(eval_dir: str | Path, retain_model_dir: str | Path) -> d
     return retain_relative(_privacy_records(eval_dir), _privacy_records(retain_model_dir))
 
 
-def retain_relative_intervals_for(eval_dir: str | Path, retain_model_dir: str | Path,
-                                  resamples: int) -> dict[str, tuple[float, float] | None]:
-    """95% intervals of privleak and the Reference attack's AUC (``intervals.py``)."""
-    if not resamples:
-        return {}
-    return retain_relative_intervals(_privacy_records(eval_dir), _privacy_records(retain_model_dir), resamples)
+def compare_with_retain(eval_dir: str | Path, retain_model_dir: str | Path, resamples: int = 0) -> tuple[dict, dict]:
+    """(Forget Quality, privleak and the Reference attack's AUC; the 95% intervals of the last two,
+    ``intervals.py``) of the model in ``eval_dir`` against the retain model in
+    ``retain_model_dir``, each folder's records read once."""
+    mine, theirs = _privacy_records(eval_dir), _privacy_records(retain_model_dir)
+    aggregates = {"forget_quality": _forget_quality(mine.get("forget"), theirs.get("forget")),
+                  "privleak": None, "auc_mia_reference": None, **retain_relative(mine, theirs)}
+    return aggregates, retain_relative_intervals(mine, theirs, resamples) if resamples else {}
+
+
+def _truth_ratios(records: list[dict]) -> list[float]:
+    # An infinite R is stored as null: rebuild it from the NLL fields.
+    return [r["truth_ratio_raw"] if r.get("truth_ratio_raw") is not None
+            else truth_ratio_raw(r["nll_base"], r["nll_perturbed"]) for r in records]
+
+
+def _forget_quality(unlearned: list[dict] | None, retain_model: list[dict] | None) -> float | None:
+    if not unlearned or not retain_model:
+        return None
+    return forget_quality(_truth_ratios(unlearned), _truth_ratios(retain_model))
 
 
 def forget_quality_for(summary_dir: str | Path, retain_model_dir: str | Path) -> float | None:
     """KS p-value between the forget-set raw truth ratios in two evaluation folders (the
     unlearned model's and the retain model's); None when either lacks ``forget.jsonl``."""
-    values = []
-    for d in (summary_dir, retain_model_dir):
-        path = Path(d) / "forget.jsonl"
-        if not path.is_file():
-            return None
-        # An infinite R is stored as null: rebuild it from the NLL fields.
-        values.append([
-            r["truth_ratio_raw"] if r.get("truth_ratio_raw") is not None
-            else truth_ratio_raw(r["nll_base"], r["nll_perturbed"])
-            for r in read_records(path)
-        ])
-    if not values[0] or not values[1]:
+    paths = [Path(d) / "forget.jsonl" for d in (summary_dir, retain_model_dir)]
+    if not all(p.is_file() for p in paths):
         return None
-    return forget_quality(values[0], values[1])
+    return _forget_quality(*(read_records(p) for p in paths))

@@ -155,41 +155,38 @@ def _logp(ex: Example) -> list[float]:
     return ex.tokens["logp"]
 
 
+def _membership_score(name: str, description: str, title: str, needs: frozenset[str] = frozenset({"token_stats"})):
+    """A membership-inference score: forget and holdout sets, lower = more member-like, enters MIA."""
+    return metric(name, description, needs=set(needs), kinds=MIA_KINDS, higher_is_better=False, enters={"MIA"},
+                  title=title, short="")
+
+
 def _answer_hits(ex: Example) -> list[bool]:
     return ex.tokens["hit"][:-1] or ex.tokens["hit"]  # EOS excluded (kept if it is the only token)
 
 
-@metric("mia_loss", "LOSS attack: mean answer NLL (lower = more member-like)",
-        needs={"token_stats"}, kinds=MIA_KINDS, higher_is_better=False, enters={"MIA"},
-        title="MIA LOSS", short="")
+@_membership_score("mia_loss", "LOSS attack: mean answer NLL (lower = more member-like)", "MIA LOSS")
 def mia_loss(ex: Example) -> float:
     return p.loss_score(_logp(ex))
 
 
-@metric("mia_zlib", "ZLib attack: mean answer NLL / zlib-compressed answer length",
-        needs={"token_stats"}, kinds=MIA_KINDS, higher_is_better=False, enters={"MIA"},
-        title="MIA ZLib", short="")
+@_membership_score("mia_zlib", "ZLib attack: mean answer NLL / zlib-compressed answer length", "MIA ZLib")
 def mia_zlib(ex: Example) -> float:
     return p.zlib_score(_logp(ex), ex.member_answer)
 
 
-@metric("mia_min_k", "Min-K% attack: -mean of the lowest 40% answer-token log-probs",
-        needs={"token_stats"}, kinds=MIA_KINDS, higher_is_better=False, enters={"MIA"},
-        title="MIA Min-K%", short="")
+@_membership_score("mia_min_k", "Min-K% attack: -mean of the lowest 40% answer-token log-probs", "MIA Min-K%")
 def mia_min_k(ex: Example) -> float:
     return p.min_k_score(_logp(ex))
 
 
-@metric("mia_min_k_plus_plus", "Min-K%++ attack: -mean of the lowest 40% standardised log-probs",
-        needs={"token_stats"}, kinds=MIA_KINDS, higher_is_better=False, enters={"MIA"},
-        title="MIA Min-K%++", short="")
+@_membership_score("mia_min_k_plus_plus", "Min-K%++ attack: -mean of the lowest 40% standardised log-probs", "MIA Min-K%++")
 def mia_min_k_plus_plus(ex: Example) -> float:
     return p.min_k_plus_plus_score(_logp(ex), ex.tokens["mu"], ex.tokens["sigma"])
 
 
-@metric("mia_gradnorm", "GradNorm attack: mean over parameter tensors of the answer-NLL gradient norm",
-        needs={"gradients"}, kinds=MIA_KINDS, higher_is_better=False, enters={"MIA"},
-        title="MIA GradNorm", short="")
+@_membership_score("mia_gradnorm", "GradNorm attack: mean over parameter tensors of the answer-NLL gradient norm",
+         "MIA GradNorm", needs=frozenset({"gradients"}))
 def mia_gradnorm(ex: Example) -> float:
     return ex.grad_norm
 

@@ -20,12 +20,7 @@ from unlearnlm.data.loading import resolve_data_dir
 from unlearnlm.errors import NumericalError
 from unlearnlm.data.holdout import holdout_rows
 from unlearnlm.evaluation.aggregates import MIA_METRICS
-from unlearnlm.evaluation.evaluate import (
-    evaluate_model,
-    forget_quality_for,
-    retain_relative_for,
-    retain_relative_intervals_for,
-)
+from unlearnlm.evaluation.evaluate import compare_with_retain, evaluate_model
 from unlearnlm.evaluation.judges.factory import Judges, exclude_questions_for, load_judges
 from unlearnlm.evaluation.harness import check_tasks, lm_eval_aggregates
 from unlearnlm.io import read_json, write_json
@@ -133,11 +128,9 @@ class Run:
     def against_retain_model(self, row: dict, eval_dir: Path) -> None:
         """Forget Quality, privleak and the Reference attack of the row's model (needs the retain model)."""
         if self.retain_eval is not None:
-            row["aggregates"]["forget_quality"] = forget_quality_for(eval_dir, self.retain_eval)
-            row["aggregates"].update(dict.fromkeys(("privleak", "auc_mia_reference")))
-            row["aggregates"].update(retain_relative_for(eval_dir, self.retain_eval))
-            row["intervals"] = {**row.get("intervals", {}), **retain_relative_intervals_for(
-                eval_dir, self.retain_eval, self.cfg.eval.bootstrap_resamples)}
+            aggregates, intervals = compare_with_retain(eval_dir, self.retain_eval, self.cfg.eval.bootstrap_resamples)
+            row["aggregates"].update(aggregates)
+            row["intervals"] = {**row.get("intervals", {}), **intervals}
 
     def evaluate(self, label: str, model_dir: Path, tasks: list[str], **fields) -> dict:
         eval_dir = self.dir / "eval" / safe_label(label)
