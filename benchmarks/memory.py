@@ -56,6 +56,13 @@ def child(method: str, steps: int, lora: bool, out: Path, chunk: int = 0, model:
         return out
 
     unlearn.UnlearnTrainer.training_step = training_step
+    loads, load_model = [], unlearn.load_model  # how many model copies the run loads
+
+    def counting_load(*a, **k):
+        loads.append(a[0])
+        return load_model(*a, **k)
+
+    unlearn.load_model = counting_load
     cfg = RunConfig()
     train = dataclasses.replace(cfg.unlearn.train, epochs=steps / STEPS_PER_EPOCH, batch_size=4, grad_accum=1,
                                 lora=lora, gradient_checkpointing=checkpointing, optim=optim)
@@ -67,7 +74,7 @@ def child(method: str, steps: int, lora: bool, out: Path, chunk: int = 0, model:
     print("RESULT " + json.dumps({
         "method": method, "lora": lora, "peak_rss_mib": common.peak_rss_mib(),
         "peak_after_imports_mib": after_import, "peak_training_mib": marks.get("train_peak"), "seconds": time.time() - t, "steps": steps_done,
-        "ref_model": manifest["ref_model"] is not None,
+        "ref_model": manifest["ref_model"] is not None, "models_loaded": len(loads),
     }), flush=True)
 
 
@@ -85,6 +92,12 @@ def run_child(method: str, steps: int, lora: bool, threads: int, args) -> dict:
         res = json.loads(lines[-1][len("RESULT "):])
         res["wall"] = time.time() - t
         return res
+
+
+def _reference(r: dict) -> str:
+    if not r["ref_model"]:
+        return "not needed"
+    return "a second copy" if r["models_loaded"] > 1 else "the base model (LoRA adapter disabled), no copy"
 
 
 def _numel(shape) -> int:
@@ -123,7 +136,7 @@ def main() -> int:
             results[(method, lora)] = r
             print(f"   peak RSS {r['peak_rss_mib']:.0f} MiB (after imports {r['peak_after_imports_mib']:.0f} MiB, "
                   f"up to the last training step {r['peak_training_mib']:.0f} MiB; the rest is checkpoint/final save), "
-                  f"{r['steps']} steps, reference model {'held' if r['ref_model'] else 'not loaded'}, "
+                  f"{r['steps']} steps, reference model {_reference(r)}, "
                   f"{r['wall']:.0f}s wall", flush=True)
 
     from safetensors import safe_open
@@ -142,13 +155,14 @@ def main() -> int:
         print(f"ME+GD / NPO+KL{' (LoRA)' if lora else ''}: whole run {ratios[lora]:.3f}, "
               f"training steps only {me['peak_training_mib'] / npo['peak_training_mib']:.3f}")
     param_mib = n_params * 4 / 2**20
-    print(f"\nfloor = imports + weights, gradients, 2 AdamW moments (+ the reference); model {args.model}, "
+    print(f"\nfloor = imports + weights, gradients, 2 AdamW moments (LoRA: weights only) (+ a reference copy); model {args.model}, "
           f"loss_chunk_size={args.chunk}, gradient checkpointing {args.checkpointing}, optim {args.optim}")
     for (method, lora), r in results.items():
-        if not lora:
-            floor = r["peak_after_imports_mib"] + 4 * param_mib + (param_mib if r["ref_model"] else 0)
-            print(f"{method:15} peak {r['peak_rss_mib']:6.0f} MiB, floor {floor:6.0f} MiB, "
-                  f"excess {r['peak_rss_mib'] - floor:6.0f} MiB")
+        # LoRA: frozen weights only (its adapter's weights, gradients and moments are < 1% here)
+        floor = r["peak_after_imports_mib"] + (1 if lora else 4) * param_mib \
+            + (param_mib if r["models_loaded"] > 1 else 0)
+        print(f"{method + (' LoRA' if lora else ''):15} peak {r['peak_rss_mib']:6.0f} MiB, floor {floor:6.0f} MiB, "
+              f"excess {r['peak_rss_mib'] - floor:6.0f} MiB, models loaded {r['models_loaded']}")
     print(f"model weights in fp32: {param_mib:.0f} MiB; full fine-tuning holds weights + gradients + 2 AdamW "
           f"moments = {4 * param_mib:.0f} MiB in both methods, NPO+KL adds the frozen reference "
           f"({param_mib:.0f} MiB): even with nothing else resident the ratio cannot drop below "

@@ -1,51 +1,97 @@
-"""Unlearning on 2 CPU processes (torchrun, gloo) matches the single-process run's model."""
+"""Unlearning on 2 CPU processes (gloo) equals the single-process run: DDP through torchrun,
+FSDP2 through ``accelerate launch`` with accelerate_configs/cpu_fsdp.yaml.
+
+Two processes with batch 10 each average the gradients of two batches of 10; one process with
+batch 10 and 2 accumulation steps averages the same two batches (the sampler deals batches
+round-robin to the processes), so the loss trajectories and the trained weights must agree
+up to float reduction order."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCHERS = {
+    "single": [sys.executable, "-m", "unlearnlm"],
+    "ddp": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+            "-m", "unlearnlm"],
+    "fsdp": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+             str(ROOT / "accelerate_configs" / "cpu_fsdp.yaml"), "--main_process_port", "29534", "-m", "unlearnlm"],
+}
 
-def _unlearn(model_dir, out, nproc: int, tmp_path):
-    args = ["unlearn", "--model", str(model_dir), "--output", str(out), "unlearn.method=ME+GD",
-            "finetune.retain_rows=4", "unlearn.train.epochs=1", "unlearn.train.batch_size=10",
+
+def _unlearn(model_dir: Path, out: Path, launcher: str, method: str, tmp_path: Path) -> str:
+    """One unlearning run; returns its log (stdout + stderr)."""
+    args = ["unlearn", "--model", str(model_dir), "--output", str(out), f"unlearn.method={method}",
+            "finetune.retain_rows=4", "unlearn.train.epochs=2", "unlearn.train.batch_size=10",
+            f"unlearn.train.grad_accum={2 if launcher == 'single' else 1}", "unlearn.train.lr=1e-3",
             "unlearn.train.bf16=false", f"output_dir={tmp_path / 'runs'}"]
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "unlearnlm", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               "--master_port=29533", "-m", "unlearnlm", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*LAUNCHERS[launcher], *args], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _trajectory(out: Path) -> list[tuple[float, float]]:
+    history = json.loads((out / "unlearnlm_manifest.json").read_text())["log_history"]
+    return [(h["loss"], h["grad_norm"]) for h in history if "loss" in h]
+
+
+@pytest.fixture(scope="module")
+def single_runs(tiny_model_dir, tmp_path_factory):
+    """The single-process reference run of each method (computed once)."""
+    tmp, runs = tmp_path_factory.mktemp("single"), {}
+
+    def run(method: str) -> Path:
+        if method not in runs:
+            runs[method] = tmp / method.replace("+", "_")
+            _unlearn(tiny_model_dir, runs[method], "single", method, tmp)
+        return runs[method]
+
+    return run
 
 
 @pytest.mark.slow
-def test_two_process_unlearning_matches_single_process(tiny_model_dir, tmp_path):
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    _unlearn(tiny_model_dir, single, 1, tmp_path)
-    _unlearn(tiny_model_dir, multi, 2, tmp_path)
+@pytest.mark.parametrize("launcher,method", [("ddp", "ME+GD"), ("fsdp", "ME+GD"), ("fsdp", "NPO+KL")])
+def test_two_process_unlearning_matches_single_process(launcher, method, single_runs, tiny_model_dir, tmp_path):
+    single, multi = single_runs(method), tmp_path / "multi"
+    logs = _unlearn(tiny_model_dir, multi, launcher, method, tmp_path)
+    if launcher == "fsdp":  # really sharded, not DDP under another name
+        assert "[fsdp] 20 of 20 parameter tensors sharded over 2 CPU processes" in logs
+        # ... and a frozen reference is sharded too, not a whole copy per process
+        assert ("[fsdp] reference model: 20 of 20 parameter tensors sharded" in logs) == (method == "NPO+KL")
+    want, got = _trajectory(single), _trajectory(multi)
+    assert len(want) == len(got) == 4  # 2 epochs of 2 optimiser steps
+    assert len({round(loss, 4) for loss, _ in want}) > 1  # the loss moves, so the comparison means something
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-5)
     a, b = load_file(single / "model.safetensors"), load_file(multi / "model.safetensors")
-    assert a.keys() == b.keys()
-    assert all(a[k].shape == b[k].shape for k in a)
-    assert any((a[k] != load_file(tiny_model_dir / "model.safetensors")[k]).any() for k in a)  # it trained
+    start = load_file(tiny_model_dir / "model.safetensors")
+    assert a.keys() == b.keys() == start.keys()  # the tied head is saved once, as in a one-process save
+    moved = max((a[k] - start[k]).abs().max().item() for k in a)
+    assert moved > 1e-3
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < moved * 1e-3
     AutoModelForCausalLM.from_pretrained(multi)  # loads as a plain HF folder
 
 
-def test_an_fsdp_config_without_a_gpu_is_named_for_what_it_runs(monkeypatch, tmp_path, capsys):
-    """accelerate enables FSDP for GPU-like devices only (accelerate/state.py): on a CPU machine an
-    FSDP config runs as DDP, so the log says so instead of implying a sharded model."""
-    import torch
-
-    from unlearnlm.config.schema import TrainConfig
-    from unlearnlm.training.base import training_arguments
+def test_fsdp_is_enabled_on_cpu_only_for_several_processes(monkeypatch):
+    """accelerate enables FSDP for GPU-like devices only (accelerate/state.py); this toolkit turns
+    it on for CPU processes itself, and only when an FSDP config runs in several processes."""
+    from unlearnlm.training.fsdp import cpu_fsdp_requested
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    training_arguments(TrainConfig(), tmp_path, 8)
-    captured = capsys.readouterr()
-    assert "accelerate runs it as DDP" in captured.err + captured.out
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cpu_fsdp_requested()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not cpu_fsdp_requested()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    assert not cpu_fsdp_requested()

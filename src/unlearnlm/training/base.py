@@ -21,6 +21,7 @@ from unlearnlm.errors import NumericalError
 from unlearnlm.io import read_json, write_json
 from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import use_bf16
+from unlearnlm.training.fsdp import ShardingReport, enable_cpu_fsdp, is_cpu_fsdp, save_full_model
 from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.manifest import environment_info
 from unlearnlm.utils import log
@@ -34,10 +35,6 @@ _CHECKPOINTING_ARG = ("activation_checkpointing"
 
 def training_arguments(train: TrainConfig, output_dir: Path, n_examples: int, **extra) -> TrainingArguments:
     """Trainer arguments from our config. Warm-up is expressed in epochs (paper: the first)."""
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.cuda.is_available():
-        # accelerate enables FSDP for GPU-like devices only: on CPU its FSDP config runs as DDP
-        log("warning: an FSDP config on a machine without a GPU: accelerate runs it as DDP, every process "
-            "holding the whole model (README, Distributed training)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = max(1, math.ceil(n_examples / (train.batch_size * world * train.grad_accum)))
     return TrainingArguments(
@@ -92,6 +89,17 @@ class UnlearnLMTrainerBase(Trainer):
         self.lengths = lengths
         self.real_tokens = 0
         self.add_callback(ThroughputCallback(self))
+        if is_cpu_fsdp(self):
+            self.add_callback(ShardingReport())
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        enable_cpu_fsdp(self)  # FSDP on CPU processes: accelerate alone would run DDP
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not is_cpu_fsdp(self):
+            return super().save_model(output_dir, _internal_call)
+        save_full_model(self, output_dir or self.args.output_dir)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.lengths is None:

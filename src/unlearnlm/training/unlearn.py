@@ -28,9 +28,12 @@ from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model
 from unlearnlm.training.base import UnlearnLMTrainerBase, train_job, training_arguments
 from unlearnlm.training.finetune import finetune_rows
+from unlearnlm.training.fsdp import shard_frozen, sharded_count
 from unlearnlm.training.layout import ModelFolder
+from unlearnlm.training.lora import BaseModelReference, with_lora
 from unlearnlm.training.method_state import load_method_state, save_method_state
 from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
+from unlearnlm.utils import log
 
 
 class UnlearnTrainer(UnlearnLMTrainerBase):
@@ -48,6 +51,8 @@ class UnlearnTrainer(UnlearnLMTrainerBase):
             self.add_callback(MethodStateCallback(self))
 
     def _prepare_ref(self, ref):
+        if isinstance(ref, BaseModelReference):  # the policy itself, adapter disabled: nothing to prepare
+            return ref
         ref.eval()
         ref.requires_grad_(False)
         if self.is_deepspeed_enabled:  # ZeRO-3 shards the frozen copy as well (as TRL does)
@@ -61,6 +66,11 @@ class UnlearnTrainer(UnlearnLMTrainerBase):
             engine, *_ = deepspeed.initialize(model=ref, config=config)
             engine.eval()
             return engine
+        if self.accelerator.is_fsdp2:  # accelerate would give every process a whole copy
+            ref = shard_frozen(ref.to(self.accelerator.device))
+            sharded, total = sharded_count(ref)
+            log(f"[fsdp] reference model: {sharded} of {total} parameter tensors sharded")
+            return ref
         return self.accelerator.prepare_model(ref, evaluation_mode=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -185,10 +195,10 @@ def unlearn_model(
         if state and resume:
             state = load_method_state(Path(resume), set(state))
         if train.lora:
-            model = _with_lora(model, train)
+            model = with_lora(model, train)
         ref = None
         if method.needs_ref:
-            ref = load_model(resolve_model(str(ref_path), cfg.model.cache_dir), cfg.model.trust_remote_code)
+            ref = _reference(model, train.lora, ref_path, model_path, cfg)
         trainer = UnlearnTrainer(
             model=model, args=training_arguments(train, folder.checkpoints, len(dataset)), train_dataset=dataset,
             data_collator=PartsCollator(tokenizer.pad_token_id), lengths=dataset.lengths(),
@@ -198,10 +208,12 @@ def unlearn_model(
             trainer.add_callback(EpochSaver(folder, tokenizer))
         job.update(folder=folder, n_forget=len(forget), n_retain=len(retain), ref=ref is not None,
                    n_trainable=n_trainable)
+        held = ("not needed" if ref is None else "the base model, LoRA adapter disabled"
+                if isinstance(ref, BaseModelReference) else "loaded")
         return trainer, tokenizer, (
             f"{len(forget)} forget / {len(retain)} retain QA, {train.epochs:g} epochs, lr {train.lr:g}, "
             f"forget_coeff {settings.forget_coeff:g}, reg_coeff {settings.reg_coeff:g}, "
-            f"ref model {'loaded' if ref is not None else 'not needed'}"
+            f"ref model {held}"
             + (f", {n_trainable} trainable tensors ({settings.trainable!r})" if n_trainable else ""))
 
     def finish(trainer: UnlearnTrainer, seconds: float) -> dict:
@@ -223,9 +235,10 @@ def unlearn_model(
     return train_job(out_dir, f"[unlearn] {method_name}", build, finish, train.merge_lora)
 
 
-def _with_lora(model, train):
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
-                        target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+def _reference(model, lora: bool, ref_path, model_path, cfg: RunConfig):
+    """The frozen reference: under LoRA with the starting model as reference, the policy's own
+    base (adapter disabled, no second copy); otherwise a separately loaded model."""
+    ref_path = resolve_model(str(ref_path), cfg.model.cache_dir)
+    if lora and str(ref_path) == str(model_path):
+        return BaseModelReference(model)
+    return load_model(ref_path, cfg.model.trust_remote_code)
