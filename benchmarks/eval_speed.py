@@ -12,13 +12,22 @@ the same greedy max_new_tokens and the same metric functions:
   batched   ``evaluation.evaluate.score_set``: generation in length-sorted, left-padded
             batches with the KV cache, every likelihood in length-sorted batches keeping
             only the answer logits, one batched embedder call, one batched NLI call.
-  previous  ``score_set`` with ``share_prompts=False``: every likelihood pair its own sequence
-            (the pipeline before issue 17), timed after the batched run; its speed ratio and the
+  previous  the pipeline before issue 17, timed after the batched run: ``score_set`` with
+            ``share_prompts=False`` (every likelihood pair its own sequence) and generation by
+            transformers' ``model.generate`` (which keeps computing finished rows until the
+            batch's longest is done), as ``reference_generate`` below; its speed ratio and the
             largest metric difference are printed.
   naive     written here: one question generated at a time (model.generate, batch 1), one
             forward per (question, answer) padded to ``--pad-to`` tokens (500, as the
             reference code) with the full logits, one sentence per embedder call, one pair
             per NLI call.
+
+Roofline line (batched run): the FLOPs of every Linear layer it ran (2 x in x out per token
+row, counted by forward hooks; attention and elementwise work not counted) over the time of
+generation + likelihoods, against the fp32 (or bf16) 2048^3 matmul peak measured in the same
+run, and the generated tokens per second.
+
+``--set forget --n 20 --max-new-tokens 64`` is the issue-17 setting (20 forget questions).
 
 The naive pipeline runs example by example until all rows are done or ``--naive-budget``
 seconds have passed (its cost per example is nearly constant: the 500-token forwards
@@ -75,6 +84,37 @@ def nli_judge(tmp: Path):
     return (NLIJudge(str(folder), name="tiny random BERT NLI (benchmark stand-in)"),
             "tiny random BERT NLI classifier (2 layers, hidden 64, MiniLM tokenizer; no offline judge "
             "built in the cache yet)")
+
+
+# --------------------------------------------------------------------------- previous pipeline
+def reference_generate(model, input_ids, attention_mask, max_new_tokens, stops):
+    """Generation as before issue 17: transformers' greedy ``model.generate`` on the whole batch."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+                              pad_token_id=0, eos_token_id=sorted(stops))
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    return out[:, input_ids.shape[1]:].tolist()
+
+
+class LinearFlops:
+    """Counts 2 x in x out FLOPs per token row of every nn.Linear forward while active."""
+
+    def __init__(self, model):
+        import torch
+
+        self.flops, self.handles = 0.0, []
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                self.handles.append(m.register_forward_pre_hook(self._count))
+
+    def _count(self, module, args):
+        x = args[0]
+        self.flops += 2.0 * module.in_features * module.out_features * (x.numel() // x.shape[-1])
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 # --------------------------------------------------------------------------- naive pipeline
@@ -142,6 +182,8 @@ def naive_example(model, tok, fmt, row, spec, direction, judges, max_new_tokens,
 
 # --------------------------------------------------------------------------- main
 def main() -> int:
+    import torch
+
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=50, help="rows of the TOFU retain evaluation set (default 50)")
     p.add_argument("--naive-budget", type=float, default=240.0,
@@ -151,6 +193,7 @@ def main() -> int:
                         "auto (use_bf16('auto')) or bf16")
     p.add_argument("--pad-to", type=int, default=500, help="naive likelihood padding (default 500)")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--set", choices=("retain", "forget"), default="retain", help="TOFU evaluation set (task 1)")
     args = p.parse_args()
     if args.quick:
         args.n, args.naive_budget = min(args.n, 16), min(args.naive_budget, 45.0)
@@ -172,15 +215,15 @@ def main() -> int:
     bf16 = use_bf16("auto") if args.dtype == "auto" else args.dtype == "bf16"
     cfg = RunConfig()
     cfg.eval = dataclasses.replace(cfg.eval, max_new_tokens=args.max_new_tokens, ds_size=args.n)
-    rows = tofu.eval_sets(resolve_data_dir(), "forget01", ["1"], args.n)["retain"]
-    spec, direction = eval_set("retain", "tofu"), entailment_direction("retain", "tofu")
+    rows = tofu.eval_sets(resolve_data_dir(), "forget01", ["1"], args.n)[args.set]
+    spec, direction = eval_set(args.set, "tofu"), entailment_direction(args.set, "tofu")
     path, tok, fmt, model = common.smollm2()
     model.eval()
     with tempfile.TemporaryDirectory(prefix="unlearnlm-bench-") as tmp:
         nli, nli_desc = nli_judge(Path(tmp))
         judges = Judges(SentenceEmbedder(None), nli)
         pairs = sum(2 + len(r["perturbed_answer"]) for r in rows)
-        print(f"model {path}; {'bf16 autocast' if bf16 else 'fp32'}; {len(rows)} TOFU retain rows "
+        print(f"model {path}; {'bf16 autocast' if bf16 else 'fp32'}; {len(rows)} TOFU {args.set} rows "
               f"({pairs} likelihood pairs); max_new_tokens {args.max_new_tokens}; eval batch size "
               f"{cfg.eval.batch_size}\nembedder {judges.embedder.name}; NLI judge: {nli_desc}", flush=True)
 
@@ -216,15 +259,39 @@ def main() -> int:
         # machine's load during the run hits both sides
         naive_until(args.naive_budget / 2, "first half of the budget")
         print(f"\n-- batched (score_set) on {len(rows)} rows; load {common.load_average()}", flush=True)
+        from unlearnlm.evaluation import generation
+
+        counter, current, generated = LinearFlops(model), generation.greedy_batch, []
+
+        def counted(*a, **k):  # the generated tokens, for tokens/s
+            out = current(*a, **k)
+            generated.extend(len(r) for r in out)
+            return out
+
+        generation.greedy_batch = counted
         t = time.perf_counter()
-        batched, stages = score_set(inputs(rows, "retain"), six)
+        try:
+            batched, stages = score_set(inputs(rows, args.set), six)
+        finally:
+            generation.greedy_batch = current
         t_batched = time.perf_counter() - t
+        counter.remove()
         print(f"   {t_batched:.1f}s = {len(rows) / t_batched:.3f} examples/s; stages "
               + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)
-        print(f"\n-- previous pipeline (score_set, share_prompts=False) on {len(rows)} rows; load "
+        peak = common.matmul_peak(torch.bfloat16 if bf16 else torch.float32, seconds=1.5)
+        model_s = stages.get("generation", 0) + stages.get("likelihood", 0)
+        print(f"   roofline: Linear layers {counter.flops / 1e12:.3f} TFLOP in generation + likelihood "
+              f"{model_s:.1f}s = {counter.flops / model_s / 1e9:.1f} GFLOP/s, "
+              f"{100 * counter.flops / model_s / peak:.0f}% of the measured {'bf16' if bf16 else 'fp32'} matmul peak "
+              f"{peak / 1e9:.1f} GFLOP/s; {sum(generated) / stages['generation']:.1f} generated tokens/s", flush=True)
+        print(f"\n-- previous pipeline (share_prompts=False, model.generate) on {len(rows)} rows; load "
               f"{common.load_average()}", flush=True)
         t = time.perf_counter()
-        previous, previous_stages = score_set(inputs(rows, "retain", share_prompts=False), six)
+        generation.greedy_batch = reference_generate
+        try:
+            previous, previous_stages = score_set(inputs(rows, args.set, share_prompts=False), six)
+        finally:
+            generation.greedy_batch = current
         t_previous = time.perf_counter() - t
         print(f"   {t_previous:.1f}s; stages " + ", ".join(f"{k} {v:.1f}s" for k, v in previous_stages.items()), flush=True)
         naive_until(args.naive_budget, "second half")
@@ -247,8 +314,11 @@ def main() -> int:
         for s in ("generation", "likelihood", "embedding", "nli")))
     ratio = (len(rows) / t_batched) / (k / t_naive)
     moved = {m: max(abs(float(a[m]) - float(b[m])) for a, b in zip(batched, previous)) for m in METRICS}
-    print(f"against the previous pipeline: {t_previous / t_batched:.2f}x faster (likelihood "
-          f"{previous_stages['likelihood'] / max(stages['likelihood'], 1e-9):.2f}x); max |now - previous| "
+    same_gen = sum(a["generation"] == b["generation"] for a, b in zip(batched, previous))
+    print(f"against the previous pipeline: {t_previous / t_batched:.2f}x faster (generation "
+          f"{previous_stages['generation'] / max(stages['generation'], 1e-9):.2f}x, likelihood "
+          f"{previous_stages['likelihood'] / max(stages['likelihood'], 1e-9):.2f}x); identical generations "
+          f"{same_gen}/{len(rows)}; max |now - previous| "
           + ", ".join(f"{m} {v:.2e}" for m, v in moved.items()))
     common.footer(start)
     agree = "metrics agree" if worst <= TOLERANCE else f"METRICS DISAGREE by {worst:.2e}"

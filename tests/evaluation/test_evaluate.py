@@ -295,3 +295,39 @@ def test_new_metrics_extend_stored_sets_without_recomputing_them(tiny_model_dir,
     assert second["aggregates"]["auc_mia_loss"] == pytest.approx(
         sum((h["mia_loss"] > f["mia_loss"]) + 0.5 * (h["mia_loss"] == f["mia_loss"]) for f in after for h in holdout) / 9)
     assert second["sets"]["retain"] == first["sets"]["retain"]  # nothing new applies to a utility set
+
+
+def test_bf16_weights_evaluation_casts_the_model_and_stays_close_to_fp32(tiny_model_dir, data_dir, tmp_path,
+                                                                         monkeypatch):
+    """eval.bf16=weights evaluates a bf16 copy of the weights (no autocast); its likelihood
+    metrics stay near fp32's (bf16 keeps 8 mantissa bits: NLLs move by ~1%)."""
+    loaded = []
+    original = ev._load
+
+    def recording_load(*a, **k):
+        out = original(*a, **k)
+        loaded.append((next(out[0].parameters()).dtype, out[3]))
+        return out
+
+    monkeypatch.setattr(ev, "_load", recording_load)
+    sets = {"retain": tofu.eval_sets(data_dir, "forget01", ["1"], ds_size=3)["retain"]}
+    summaries = {}
+    for mode in ("false", "weights"):
+        cfg = make_cfg(tiny_model_dir, data_dir)
+        cfg.eval.bf16 = mode
+        summaries[mode] = ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", tmp_path / mode,
+                                            Judges(StubEmbedder(), StubNLI()), progress=False)
+    import torch
+
+    assert loaded == [(torch.float32, False), (torch.bfloat16, False)]  # weights cast, autocast off
+    nll = {mode: [r["nll_answer"] for r in ev.read_records(tmp_path / mode / "retain.jsonl")] for mode in summaries}
+    assert nll["weights"] != nll["false"]  # really computed in bf16
+    assert nll["weights"] == pytest.approx(nll["false"], rel=0.05)
+
+
+def test_eval_precision_option_is_checked():
+    from unlearnlm.config import load_config
+
+    assert load_config("demo", ["eval.bf16=weights"]).eval.bf16 == "weights"
+    with pytest.raises(ConfigError, match="eval.bf16: expected auto, true, false or weights"):
+        load_config("demo", ["eval.bf16=half"])

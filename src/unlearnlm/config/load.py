@@ -239,8 +239,8 @@ def validate(cfg: RunConfig) -> list[str]:
     if cfg.finetune.check_max_new_tokens < 1:
         errors.append(f"finetune.check_max_new_tokens: must be >= 1, got {cfg.finetune.check_max_new_tokens}")
     e = cfg.eval
-    if not isinstance(e.bf16, bool) and e.bf16 != "auto":
-        errors.append(f"eval.bf16: expected auto, true or false, got {e.bf16!r}")
+    if not isinstance(e.bf16, bool) and e.bf16 not in ("auto", "weights"):
+        errors.append(f"eval.bf16: expected auto, true, false or weights, got {e.bf16!r}")
     for f in ("ds_size", "max_new_tokens", "batch_size"):
         if getattr(e, f) < 1:
             errors.append(f"eval.{f}: must be >= 1, got {getattr(e, f)}")

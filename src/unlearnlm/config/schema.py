@@ -150,7 +150,10 @@ class EvalConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
     forget_quality: bool = True  # fictitious: fine-tune a retain model and report TOFU Forget Quality
-    bf16: bool | str = "auto"  # auto, true or false
+    # Evaluation precision: auto (bf16 autocast where the processor has native bf16), true
+    # (autocast), false (fp32), weights (the weights cast to bf16: fastest on bf16 hardware;
+    # greedy generations may differ from fp32, docs/method.md section 7 "Precision").
+    bf16: bool | str = "auto"
 
 
 @dataclass

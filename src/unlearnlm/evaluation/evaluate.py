@@ -101,8 +101,12 @@ def _load(model_path, cfg: RunConfig, prompt_edit=None):
     model = load_model(path, cfg.model.trust_remote_code).eval()
     if torch.cuda.is_available():
         model.to("cuda")
-    bf16 = use_bf16(cfg.eval.bf16)
-    log(f"eval: loaded {model_path} in {time.time() - t:.1f}s (prompt format {fmt.kind}, bf16 {bf16})")
+    weights = str(cfg.eval.bf16).lower() == "weights"  # bf16 weights: no fp32 copy, no autocast casts
+    if weights:
+        model.to(torch.bfloat16)
+    bf16 = not weights and use_bf16(cfg.eval.bf16)
+    log(f"eval: loaded {model_path} in {time.time() - t:.1f}s (prompt format {fmt.kind}, "
+        f"{'bf16 weights' if weights else 'bf16 autocast' if bf16 else 'fp32'})")
     return model, tokenizer, fmt, bf16
 
 

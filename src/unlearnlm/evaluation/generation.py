@@ -5,8 +5,11 @@
 
 Prompts are left-padded and sorted longest first, so a batch holds similar lengths and a
 memory error shows up on the first batch; results come back in input order. Decoding is
-pure greedy with a fresh generation config: a model's own sampling or repetition-penalty
-defaults never leak in.
+pure greedy (the argmax of the float logits at every step, as ``model.generate`` with
+``do_sample=False``): a model's own sampling or repetition-penalty defaults never leak in.
+A sequence that reaches a stop token leaves the batch, its rows of the KV cache dropped, so
+the remaining steps compute only the unfinished ones (``model.generate`` keeps computing
+finished rows until the longest is done). docs/method.md, section 7.
 """
 from __future__ import annotations
 
@@ -60,8 +63,6 @@ def generate_greedy(
     """Greedy continuation token ids of each formatted question, without the prompt, cut at
     the first EOS (excluded); at most ``max_new_tokens`` each. Identical questions are
     decoded once."""
-    from transformers import GenerationConfig
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not questions:
@@ -71,14 +72,6 @@ def generate_greedy(
     order = sorted(range(len(unique)), key=lambda i: -len(prompts[i]))
     stops = stop_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id(tokenizer)
-    config = GenerationConfig(
-        max_new_tokens=int(max_new_tokens),
-        do_sample=False,
-        num_beams=1,
-        use_cache=True,
-        pad_token_id=pad_id,
-        eos_token_id=sorted(stops),
-    )
     starts = range(0, len(order), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -90,16 +83,47 @@ def generate_greedy(
         for s in starts:
             idx = order[s : s + batch_size]
             batch = pad_batch([{"input_ids": prompts[i]} for i in idx], pad_id, side="left")
-            width = batch["input_ids"].shape[1]
-            out = model.generate(
-                input_ids=batch["input_ids"].to(model.device),
-                attention_mask=batch["attention_mask"].to(model.device),
-                generation_config=config,
-            )
-            for i, row in zip(idx, out[:, width:].tolist()):
+            out = greedy_batch(model, batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device),
+                               int(max_new_tokens), stops)
+            for i, row in zip(idx, out):
                 done[i] = trim_at_stop(row, stops)
     by_question = {q: done[i] for i, q in enumerate(unique)}
     return [list(by_question[q]) for q in questions]
+
+
+def greedy_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                 stops: set[int]) -> list[list[int]]:
+    """Greedy continuations of a left-padded batch [B,T], each up to and including its first stop
+    token (at most ``max_new_tokens``). Finished rows leave the batch and the KV cache."""
+    from transformers import DynamicCache
+
+    n = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    if max_new_tokens < 1:
+        return out
+    alive = torch.arange(n)
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as model.generate
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    positions = positions[:, -1:]
+    stop = torch.tensor(sorted(stops), device=input_ids.device)
+    for step in range(max_new_tokens):
+        token = logits.float().argmax(-1)
+        for i, t in zip(alive.tolist(), token.tolist()):
+            out[i].append(t)
+        keep = (~torch.isin(token, stop)).nonzero().squeeze(1)
+        if step == max_new_tokens - 1 or keep.numel() == 0:
+            break
+        if keep.numel() < alive.numel():  # drop finished sequences from the batch and the cache
+            cache.batch_select_indices(keep)
+            alive, token, mask, positions = alive[keep.cpu()], token[keep], mask[keep], positions[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        positions = positions + 1
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True).logits[:, -1]
+    return out
 
 
 def decode(tokenizer, ids: Sequence[int]) -> str:
