@@ -194,6 +194,7 @@ def main() -> int:
     p.add_argument("--pad-to", type=int, default=500, help="naive likelihood padding (default 500)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--set", choices=("retain", "forget"), default="retain", help="TOFU evaluation set (task 1)")
+    p.add_argument("--model", help="a model folder instead of the offline SmolLM2-135M (e.g. a fine-tuned target)")
     args = p.parse_args()
     if args.quick:
         args.n, args.naive_budget = min(args.n, 16), min(args.naive_budget, 45.0)
@@ -217,7 +218,12 @@ def main() -> int:
     cfg.eval = dataclasses.replace(cfg.eval, max_new_tokens=args.max_new_tokens, ds_size=args.n)
     rows = tofu.eval_sets(resolve_data_dir(), "forget01", ["1"], args.n)[args.set]
     spec, direction = eval_set(args.set, "tofu"), entailment_direction(args.set, "tofu")
-    path, tok, fmt, model = common.smollm2()
+    path, tok, fmt, model = common.smollm2(with_model=not args.model)
+    if args.model:
+        from unlearnlm.models.loading import load_model, load_tokenizer
+
+        path, tok = args.model, load_tokenizer(args.model)
+        model = load_model(path)
     model.eval()
     with tempfile.TemporaryDirectory(prefix="unlearnlm-bench-") as tmp:
         nli, nli_desc = nli_judge(Path(tmp))
