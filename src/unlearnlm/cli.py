@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from unlearnlm.errors import DataError, UnlearnError
+from unlearnlm.errors import ConfigError, DataError, UnlearnError
 
 
 def _config(args):
@@ -106,6 +106,7 @@ def cmd_compare(args) -> None:
 
 
 def cmd_attack(args) -> None:
+    from unlearnlm.attacks.run import attacked_rows
     from unlearnlm.config.load import config_from_dict
     from unlearnlm.config.retired import migrate_retired
     from unlearnlm.io import read_json
@@ -121,7 +122,12 @@ def cmd_attack(args) -> None:
         cfg.eval.attacks = ["relearn", "relearn_retain", "quant8", "quant4", "paraphrase", "fewshot", "system_prompt"]
     state = Run(cfg)
     state.rows = rows
-    state.attack(cached_only=args.cached_only)
+    labels = {x.strip() for x in args.labels.split(",") if x.strip()} if args.labels else None
+    known = {r["label"] for r in attacked_rows(rows, run_dir)}
+    if labels and labels - known:
+        raise ConfigError(f"--labels: {', '.join(sorted(labels - known))} not among the run's attacked models "
+                          f"({', '.join(sorted(known))})")
+    state.attack(cached_only=args.cached_only, labels=labels)
     print(f"report: {build_report([run_dir])['html']}")
 
 
@@ -259,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="e.g. eval.attacks=[quant4,paraphrase] (default: every attack)")
     p.add_argument("--cached-only", action="store_true",
                    help="collect the attacks already computed (e.g. while a run is still attacking), compute nothing")
+    p.add_argument("--labels", help="attack only these models (comma-separated row labels; the target, every "
+                                    "attack's baseline, is always included), e.g. to split the work across processes")
     p.set_defaults(fn=cmd_attack)
     sub.add_parser("attacks", help="list the attacks").set_defaults(fn=cmd_attacks)
     sub.add_parser("methods", help="list unlearning methods").set_defaults(fn=cmd_methods)

@@ -111,3 +111,16 @@ def test_the_retain_model_is_attacked_as_the_control(tiny_run_overrides, tmp_pat
     assert "retain" in manifest["attacked_model"] and control["n"] == 3
     assert main(["report", str(run_dir)]) == 0
     assert "| retain_model |" in (run_dir / "results.md").read_text()
+    # --labels splits the work: only those models (and the target, the baseline) are attacked
+    assert main(["attack", str(run_dir), "eval.attacks=[paraphrase]", "--labels", "retain_model"]) == 0
+    entries = json.loads((run_dir / "results.json").read_text())["robustness"]
+    assert {e["label"] for e in entries if e["attack"] == "paraphrase"} == {"target", "retain_model"}
+    assert not (run_dir / "attacks" / "GA+GD" / "paraphrase").exists()
+
+
+def test_unknown_attack_labels_are_a_one_line_error(tiny_run_overrides, capsys):
+    run_dir = run(load_config("demo", tiny_run_overrides + ["methods=[GA+GD]", "eval.forget_quality=false"]))
+    assert main(["attack", str(run_dir), "eval.attacks=[paraphrase]", "--labels", "GA+GD,NPO+GD"]) == 2
+    err = capsys.readouterr().err
+    assert "--labels: NPO+GD not among the run's attacked models (GA+GD, target)" in err
+    assert not (run_dir / "attacks").exists()

@@ -123,11 +123,12 @@ def attacked_rows(rows: list[dict], run_dir: Path) -> list[dict]:
     return out
 
 
-def attack_models(state, cached_only: bool = False):
-    """Every attack of ``eval.attacks`` on the target and every unlearned model of ``state.rows``;
-    yields the entries of one attack at a time (``cached_only``: only those already computed)."""
+def attack_models(state, cached_only: bool = False, labels: set[str] | None = None):
+    """Every attack of ``eval.attacks`` on the target and every unlearned model of ``state.rows``
+    (``labels``: only these, and the target, every attack's baseline); yields the entries of
+    one attack at a time (``cached_only``: only those already computed)."""
     cfg = state.cfg
-    rows = attacked_rows(state.rows, state.dir)
+    rows = [r for r in attacked_rows(state.rows, state.dir) if not labels or r["label"] in labels | {"target"}]
     target = next((r for r in rows if r["label"] == "target"), None)
     if not cfg.eval.attacks or target is None:
         return

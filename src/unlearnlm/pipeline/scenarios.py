@@ -174,13 +174,14 @@ class Run:
         manifest = read_json(self.dir / "manifest.json")
         write_json(self.dir / "manifest.json", manifest | {"start_models": {w: m.source for w, m in models.items()}})
 
-    def attack(self, cached_only: bool = False) -> None:
-        """The attacks of ``eval.attacks`` on the target and every unlearned model, saved after
-        each attack (``cached_only``: collect the finished ones, compute nothing)."""
+    def attack(self, cached_only: bool = False, labels: set[str] | None = None) -> None:
+        """The attacks of ``eval.attacks`` on the target and every unlearned model (``labels``:
+        only these and the target), saved after each attack (``cached_only``: collect the
+        finished ones, compute nothing)."""
         if self.cfg.eval.attacks:
             from unlearnlm.attacks.run import attack_models
 
-            for new in attack_models(self, cached_only):
+            for new in attack_models(self, cached_only, labels):
                 self.robustness = _merged(self.robustness, new)
                 self.save()
 
