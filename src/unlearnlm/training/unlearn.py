@@ -42,6 +42,9 @@ class UnlearnTrainer(UnlearnLMTrainerBase):
     def __init__(self, *args, resolved: ResolvedMethod, method_state: dict | None = None, ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.method, self.settings = resolved.method, resolved.settings
+        if self.is_fsdp_enabled and self.settings.loss_chunk_size:  # measured: the chunked head crashes under FSDP2
+            raise ConfigError("unlearn.loss_chunk_size: not supported under FSDP (the output head's weight is "
+                              "resharded after the forward); use 0, or DDP / ZeRO-3")
         self.method_state = method_state if method_state is not None else {}
         self.loss_is_scaled_for_ga = False  # our loss is a per-batch mean: let Trainer divide by accumulation
         self._loss_logs: dict[str, list[float]] = {}  # since the last log
