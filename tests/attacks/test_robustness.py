@@ -50,3 +50,27 @@ def test_records_of_other_questions_are_refused():
     b = [dict(r, reference="other") for r in a]
     with pytest.raises(ValueError, match="same answers"):
         robustness(a, b, a)
+
+
+def test_recovery_is_undefined_when_the_forgetting_is_within_noise():
+    # before: FE 1 - mean(0.5, 0.1, 0.9) = 0.5; baseline: FE 1 - mean(0.6, 0.2, 0.8) = 0.467.
+    # The forgetting, 0.033, is smaller than the question-to-question spread, so its bootstrap
+    # interval reaches 0 and the recovery, 0.1 / 0.033 = 3.0 as a plain ratio, is not reported.
+    before, baseline = _records([0.5, 0.1, 0.9]), _records([0.6, 0.2, 0.8])
+    after = _records([0.6, 0.2, 1.0])  # FE 0.4: change -0.1
+    plain = robustness(before, after, baseline, resamples=0)
+    assert plain["forgotten"] == pytest.approx(0.5 - (1 - 1.6 / 3))
+    assert plain["recovery"] == pytest.approx(0.1 / plain["forgotten"])
+    out = robustness(before, after, baseline, resamples=500)
+    assert out["intervals"]["forgotten"][0] <= 0 < out["intervals"]["forgotten"][1]
+    assert out["recovery"] is None and out["intervals"]["recovery"] is None
+    assert out["change"] == pytest.approx(-0.1)  # the FE change is still reported
+
+
+def test_clear_forgetting_keeps_its_recovery_and_interval():
+    before, baseline = _records([0.0, 0.1, 0.2, 0.1]), _records([0.8, 0.9, 1.0, 0.9])
+    after = _records([0.4, 0.5, 0.6, 0.5])  # half-way back: recovery 0.5 in every resample
+    out = robustness(before, after, baseline, resamples=200)
+    assert out["intervals"]["forgotten"][0] > 0
+    assert out["recovery"] == pytest.approx(0.5)
+    assert out["intervals"]["recovery"] == pytest.approx((0.5, 0.5))

@@ -99,7 +99,8 @@ def robustness_html(results: Results | Sequence[Results]) -> str:
 
 
 CSV_FIELDS = ("model", "attack", "scored", "n", "fe_before", "fe_after", "fe_after_lo", "fe_after_hi", "fe_baseline",
-              "change", "change_lo", "change_hi", "recovery", "recovery_lo", "recovery_hi")
+              "change", "change_lo", "change_hi", "forgotten", "forgotten_lo", "forgotten_hi",
+              "recovery", "recovery_lo", "recovery_hi")
 
 
 def write_robustness_csv(results: Results | Sequence[Results], path: str | Path) -> Path | None:
@@ -114,6 +115,7 @@ def write_robustness_csv(results: Results | Sequence[Results], path: str | Path)
             ci = e["intervals"]
             w.writerow([e["display"], e["attack"], e["scored"], e["n"], e["fe_before"], e["fe_after"],
                         *(ci.get("fe_after") or ("", "")), e["fe_baseline"], e["change"],
-                        *(ci.get("change") or ("", "")), "" if e["recovery"] is None else e["recovery"],
+                        *(ci.get("change") or ("", "")), e.get("forgotten", e["fe_before"] - e["fe_baseline"]),
+                        *(ci.get("forgotten") or ("", "")), "" if e["recovery"] is None else e["recovery"],
                         *(ci.get("recovery") or ("", ""))])
     return Path(path)
