@@ -18,6 +18,7 @@ import os
 import torch
 from transformers import TrainerCallback
 
+from unlearnlm.errors import ConfigError
 from unlearnlm.utils import log
 
 
@@ -36,7 +37,7 @@ def enable_cpu_fsdp(trainer) -> None:
         return
     plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* environment
     if plugin.fsdp_version != 2:
-        raise ValueError("FSDP on CPU needs fsdp_version: 2 in the accelerate config (FSDP1 shards on GPUs only)")
+        raise ConfigError("fsdp_version: FSDP on CPU needs 2 in the accelerate config (FSDP1 shards on GPUs only)")
     state.distributed_type = DistributedType.FSDP
     state.fsdp_plugin = plugin
     trainer.is_fsdp_enabled = True
