@@ -123,7 +123,7 @@ def cmd_attack(args) -> None:
     state = Run(cfg)
     state.rows = rows
     labels = {x.strip() for x in args.labels.split(",") if x.strip()} if args.labels else None
-    known = {r["label"] for r in attacked_rows(rows, run_dir)}
+    known = {r["label"] for r in attacked_rows(rows, run_dir)} if labels else set()
     if labels and labels - known:
         raise ConfigError(f"--labels: {', '.join(sorted(labels - known))} not among the run's attacked models "
                           f"({', '.join(sorted(known))})")

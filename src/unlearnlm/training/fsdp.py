@@ -41,7 +41,6 @@ def enable_cpu_fsdp(trainer) -> None:
     state.distributed_type = DistributedType.FSDP
     state.fsdp_plugin = plugin
     trainer.is_fsdp_enabled = True
-    trainer._cpu_fsdp = True
 
 
 def shard_frozen(model):
@@ -66,7 +65,8 @@ def sharded_count(model) -> tuple[int, int]:
 
 
 def is_cpu_fsdp(trainer) -> bool:
-    return bool(getattr(trainer, "_cpu_fsdp", False))
+    """FSDP on CPU processes: only ``enable_cpu_fsdp`` turns it on there."""
+    return trainer.is_fsdp_enabled and trainer.accelerator.device.type == "cpu"
 
 
 def save_full_model(trainer, output_dir: str) -> None:
