@@ -1,11 +1,15 @@
 """Peak resident memory of an ME+GD unlearning run vs NPO+KL (SmolLM2-135M, CPU).
 
     python benchmarks/memory.py [--steps 3] [--no-lora] [--quick] [--threads auto] [--chunk N]
+    python benchmarks/memory.py --no-lora --model gemma3-270m --methods ME+GD --chunk 32 \
+        --checkpointing --optim adamw_torch_fused --vs-full-logits     # the excess-halving goal
 
 ``--chunk N`` runs with ``unlearn.loss_chunk_size=N`` (the output head and loss over N positions
 at a time, never the full [B,T,V] logits). Each method's peak is also reported against its
 floor: the imports, plus weights, gradients and two AdamW moments (4 model-sized fp32 tensors),
-plus the frozen reference where the method holds one.
+plus the frozen reference where the method holds one. ``--vs-full-logits`` also runs ME+GD with
+the full logits, no checkpointing and the default AdamW in the same invocation, and prints the
+ratio of the two excesses (the goal: at most 0.5).
 
 Each run is the real ``training.unlearn.unlearn_model`` path (dataset, UnlearnTrainer,
 AdamW, bf16 autocast as use_bf16("auto"), epoch checkpoint, final save) in its own
@@ -32,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 GOAL = 0.6
+EXCESS_GOAL = 0.5  # ME+GD's excess over its floor, against the full-logit run's
 STEPS_PER_EPOCH = 10  # 40 forget QA / batch 4
 
 
@@ -100,6 +105,27 @@ def _reference(r: dict) -> str:
     return "a second copy" if r["models_loaded"] > 1 else "the base model (LoRA adapter disabled), no copy"
 
 
+def _floor(r: dict, lora: bool, param_mib: float) -> float:
+    """Imports + weights, gradients, 2 AdamW moments (LoRA: the frozen weights only; its adapter's
+    weights, gradients and moments are < 1% here) + a reference copy where one is loaded."""
+    return r["peak_after_imports_mib"] + (1 if lora else 4) * param_mib + (param_mib if r["models_loaded"] > 1 else 0)
+
+
+def _excess_vs_full_logits(args, steps: int, threads: int, run: dict, param_mib: float) -> None:
+    """ME+GD's excess over its floor against the same run with full logits, no checkpointing and
+    the default AdamW, measured in this invocation."""
+    import argparse
+
+    base_args = argparse.Namespace(**{**vars(args), "chunk": 0, "checkpointing": False, "optim": "adamw_torch"})
+    print(f"-- ME+GD with full logits: {steps} steps in a subprocess; load {common.load_average()}", flush=True)
+    base = run_child("ME+GD", steps, False, threads, base_args)
+    excess, base_excess = (r["peak_rss_mib"] - _floor(r, False, param_mib) for r in (run, base))
+    ratio = excess / base_excess
+    print(f"ME+GD excess over the floor: {excess:.0f} MiB (this run) vs {base_excess:.0f} MiB (full logits, "
+          f"peak {base['peak_rss_mib']:.0f} MiB): ratio {ratio:.2f}, goal <= {EXCESS_GOAL}: "
+          f"{'met' if ratio <= EXCESS_GOAL else 'MISSED'}")
+
+
 def _numel(shape) -> int:
     n = 1
     for d in shape:
@@ -118,6 +144,8 @@ def main() -> int:
     p.add_argument("--checkpointing", action="store_true", help="unlearn.train.gradient_checkpointing=true")
     p.add_argument("--methods", default="ME+GD,NPO+KL", help="comma-separated (the ratio needs both)")
     p.add_argument("--optim", default="adamw_torch", help="unlearn.train.optim (adamw_torch_fused: no per-tensor temporaries)")
+    p.add_argument("--vs-full-logits", action="store_true",
+                   help="also run ME+GD with full logits, no checkpointing, adamw_torch; print the excess ratio")
     args = p.parse_args()
     if args.child:
         common.set_threads(args.threads)
@@ -158,11 +186,11 @@ def main() -> int:
     print(f"\nfloor = imports + weights, gradients, 2 AdamW moments (LoRA: weights only) (+ a reference copy); model {args.model}, "
           f"loss_chunk_size={args.chunk}, gradient checkpointing {args.checkpointing}, optim {args.optim}")
     for (method, lora), r in results.items():
-        # LoRA: frozen weights only (its adapter's weights, gradients and moments are < 1% here)
-        floor = r["peak_after_imports_mib"] + (1 if lora else 4) * param_mib \
-            + (param_mib if r["models_loaded"] > 1 else 0)
+        floor = _floor(r, lora, param_mib)
         print(f"{method + (' LoRA' if lora else ''):15} peak {r['peak_rss_mib']:6.0f} MiB, floor {floor:6.0f} MiB, "
               f"excess {r['peak_rss_mib'] - floor:6.0f} MiB, models loaded {r['models_loaded']}")
+    if args.vs_full_logits:
+        _excess_vs_full_logits(args, steps, threads[0], results[("ME+GD", False)], param_mib)
     print(f"model weights in fp32: {param_mib:.0f} MiB; full fine-tuning holds weights + gradients + 2 AdamW "
           f"moments = {4 * param_mib:.0f} MiB in both methods, NPO+KL adds the frozen reference "
           f"({param_mib:.0f} MiB): even with nothing else resident the ratio cannot drop below "

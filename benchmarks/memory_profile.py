@@ -1,6 +1,6 @@
 """Where an ME+GD step's memory goes: resident memory after each phase, and the ops that allocate most.
 
-    python benchmarks/memory_profile.py [--model gemma3-270m] [--chunk 32] [--checkpointing] [--threads 1]
+    python benchmarks/memory_profile.py [--model gemma3-270m] [--chunk 32] [--checkpointing] [--fused-adamw] [--threads 1]
 
 Runs ME+GD steps by hand (the step of benchmarks/mfu.py: TOFU forget01 task 1, batch 4, AdamW)
 and prints VmRSS and VmHWM after the forward + loss, the backward, the optimizer step and
@@ -23,6 +23,7 @@ def main() -> int:
     p.add_argument("--model", default="gemma3-270m", help="offline alias (default gemma3-270m)")
     p.add_argument("--chunk", type=int, default=32, help="unlearn.loss_chunk_size (0: full logits)")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
+    p.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True): no per-tensor temporaries")
     args = p.parse_args()
     threads = common.set_threads(args.threads)
     start = common.header("memory_profile", threads)
@@ -48,7 +49,7 @@ def main() -> int:
         model.config.use_cache = False
     n = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {n / 1e6:.1f}M parameters, {n * 4 / 2**20:.0f} MiB in fp32; chunk {args.chunk}, "
-          f"gradient checkpointing {args.checkpointing}; loaded: RSS {common.current_rss_mib():.0f} MiB")
+          f"gradient checkpointing {args.checkpointing}, fused AdamW {args.fused_adamw}; loaded: RSS {common.current_rss_mib():.0f} MiB")
     forget, retain, idk = common.tofu_task1()
     method = get_method("ME+GD")
     settings = resolve_method(UnlearnConfig(), "ME+GD").settings
@@ -57,7 +58,7 @@ def main() -> int:
     order = length_grouped_order(dataset.lengths(), 4, seed=0)
     collate = PartsCollator(tok.pad_token_id)
     batches = [collate([dataset[i] for i in order[s : s + 4]]) for s in range(0, len(order), 4)]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=args.fused_adamw or None)
     cfg = LossConfig()
 
     def mark(step: int, phase: str) -> None:

@@ -56,9 +56,24 @@ def make_batch() -> dict:
     return batch
 
 
-def _loss_and_grads(name: str, chunk: int, cap: float | None = None, bias: bool = False):
+class WrappedHead(nn.Module):
+    """An output head that is not a plain nn.Linear (as an adapter-wrapped head is)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, h):
+        return self.linear(h)
+
+
+def _loss_and_grads(name: str, chunk: int, cap: float | None = None, bias: bool = False, head: str = "linear"):
     torch.manual_seed(0)
     model = HeadLM(cap, bias)
+    if head == "tied":
+        model.lm_head.weight = model.embed.weight = nn.Parameter(torch.randn(VOCAB, DIM))
+    elif head == "wrapped":
+        model.lm_head = WrappedHead(model.lm_head)
     ref = copy.deepcopy(model)
     with torch.no_grad():  # a reference that differs from the policy, so KL and NPO are not at their minimum
         for p in ref.parameters():
@@ -163,6 +178,53 @@ def test_a_negative_chunk_size_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"unlearn.loss_chunk_size: must be >= 0, got -1"):
         load_config("demo", ["unlearn.loss_chunk_size=-1"])
+
+
+@pytest.mark.parametrize("head", ["tied", "wrapped"])
+@pytest.mark.parametrize("name", ["ME+GD", "NPO+KL", "UNDIAL+GD"])
+def test_tied_and_wrapped_heads_too(name, head):
+    """A head tied to the input embedding sums both gradients; a head that is not a plain
+    nn.Linear takes the checkpointed path. Both equal the full logits."""
+    full, grads = _loss_and_grads(name, 0, head=head)
+    chunked, chunked_grads = _loss_and_grads(name, 4, head=head)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+    assert chunked_grads.keys() == grads.keys()
+    for key in grads:
+        torch.testing.assert_close(chunked_grads[key], grads[key], rtol=1e-4, atol=1e-6)
+
+
+def test_a_plain_linear_head_accumulates_one_weight_gradient():
+    """The fused path's backward allocates the head's V x d weight gradient once, not once per
+    chunk: counted by the V x d tensors the backward's ops allocate (views, in-place ops and the
+    input embedding's own gradient aside)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountVxD(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.created = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func._schema.name.split("::")[-1]
+            allocates = not name.endswith("_") and name not in ("t", "detach", "embedding_dense_backward")
+            if isinstance(out, torch.Tensor) and tuple(out.shape) == (VOCAB, DIM) and allocates:
+                self.created += 1
+            return out
+
+    counts = {}
+    for head in ("linear", "wrapped"):
+        torch.manual_seed(0)
+        model = HeadLM()
+        if head == "wrapped":
+            model.lm_head = WrappedHead(model.lm_head)
+        ctx = LossContext(model, make_batch(), chunk_size=2)  # 6 chunks of the 11 supervised positions
+        nll, mask = ctx.token_nll("forget")
+        loss = nll.sum()
+        with CountVxD() as mode:
+            loss.backward()
+        counts[head] = mode.created
+    assert counts["linear"] == 1 and counts["wrapped"] >= 6, counts  # checkpointed: one or more per chunk
 
 
 @pytest.mark.parametrize("name", ["ME+KL", "NPO+GD"])

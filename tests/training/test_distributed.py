@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -28,17 +32,41 @@ LAUNCHERS = {
 }
 
 
+ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+
+
+def _command(model_dir: Path, out: Path, launcher: str, method: str, tmp_path: Path, *extra: str) -> list[str]:
+    return [*LAUNCHERS[launcher], "unlearn", "--model", str(model_dir), "--output", str(out),
+            f"unlearn.method={method}", "finetune.retain_rows=4", "unlearn.train.epochs=2",
+            "unlearn.train.batch_size=10", f"unlearn.train.grad_accum={2 if launcher == 'single' else 1}",
+            "unlearn.train.lr=1e-3", "unlearn.train.bf16=false", f"output_dir={tmp_path / 'runs'}", *extra]
+
+
 def _unlearn(model_dir: Path, out: Path, launcher: str, method: str, tmp_path: Path, *extra: str,
              succeed: bool = True) -> str:
     """One unlearning run; returns its log (stdout + stderr)."""
-    args = ["unlearn", "--model", str(model_dir), "--output", str(out), f"unlearn.method={method}",
-            "finetune.retain_rows=4", "unlearn.train.epochs=2", "unlearn.train.batch_size=10",
-            f"unlearn.train.grad_accum={2 if launcher == 'single' else 1}", "unlearn.train.lr=1e-3",
-            "unlearn.train.bf16=false", f"output_dir={tmp_path / 'runs'}", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    done = subprocess.run([*LAUNCHERS[launcher], *args], env=env, capture_output=True, text=True, timeout=600)
-    assert (done.returncode == 0) == succeed, done.stderr[-3000:]
-    return done.stdout + done.stderr
+    cmd = _command(model_dir, out, launcher, method, tmp_path, *extra)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        _kill_tree(proc)  # a hung run must not leave its workers behind
+    assert (proc.returncode == 0) == succeed, stderr[-3000:]
+    return stdout + stderr
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and its workers (torchrun starts them in sessions of their own)."""
+    try:
+        family = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
 
 
 def _trajectory(out: Path) -> list[tuple[float, float]]:
@@ -80,6 +108,35 @@ def test_two_process_unlearning_matches_single_process(launcher, method, single_
     assert moved > 1e-3
     assert max((a[k] - b[k]).abs().max().item() for k in a) < moved * 1e-3
     AutoModelForCausalLM.from_pretrained(multi)  # loads as a plain HF folder
+
+
+@pytest.mark.slow
+def test_an_fsdp_run_killed_after_its_first_epoch_resumes_the_same_trajectory(single_runs, tiny_model_dir,
+                                                                             tmp_path):
+    """Both processes SIGKILLed once the epoch-1 checkpoint is complete; the same command resumes
+    from it (model, optimiser and scheduler state) and ends as the uninterrupted run does."""
+    out = tmp_path / "multi"
+    cmd = _command(tiny_model_dir, out, "fsdp", "NPO+KL", tmp_path)
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 300
+        try:
+            while not list(out.parent.glob("multi.checkpoints/checkpoint-*/trainer_state.json")):
+                assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+                assert time.time() < deadline, "no epoch checkpoint within 300 s"
+                time.sleep(0.01)
+        finally:
+            _kill_tree(proc)
+    assert not (out / "unlearnlm_manifest.json").exists()
+    logs = _unlearn(tiny_model_dir, out, "fsdp", "NPO+KL", tmp_path)
+    assert re.search(r"\[unlearn\] NPO\+KL: .*, resuming from \S*multi\.checkpoints/checkpoint-\d+$", logs, re.M), logs
+    want, got = _trajectory(single_runs("NPO+KL")), _trajectory(out)
+    assert len(want) == len(got) == 4
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-5)
+    a, b = load_file(single_runs("NPO+KL") / "model.safetensors"), load_file(out / "model.safetensors")
+    start = load_file(tiny_model_dir / "model.safetensors")
+    moved = max((a[k] - start[k]).abs().max().item() for k in a)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < moved * 1e-3
 
 
 @pytest.mark.slow

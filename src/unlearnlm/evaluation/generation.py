@@ -14,6 +14,7 @@ finished rows until the longest is done). docs/method.md, section 7.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Iterable, Sequence
 
 import torch
@@ -27,6 +28,19 @@ def autocast(model, bf16: bool):
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(model.device.type, dtype=torch.bfloat16)
+
+
+def forward_accepts(model, name: str) -> bool:
+    """Whether the model's forward takes the keyword ``name``."""
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def cache_kwarg(model) -> str:
+    """The forward's name for the KV cache: ``cache`` (transformers >= 5.2x), ``past_key_values`` before."""
+    return "cache" if forward_accepts(model, "cache") else "past_key_values"
 
 
 def stop_ids(model, tokenizer) -> set[int]:
@@ -105,8 +119,8 @@ def greedy_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, m
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as model.generate
     cache = DynamicCache(config=model.config)
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                   logits_to_keep=1, **{cache_kwarg(model): cache}).logits[:, -1]
     positions = positions[:, -1:]
     stop = torch.tensor(sorted(stops), device=input_ids.device)
     for step in range(max_new_tokens):
@@ -121,8 +135,8 @@ def greedy_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, m
             alive, token, mask, positions = alive[keep.cpu()], token[keep], mask[keep], positions[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         positions = positions + 1
-        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       use_cache=True).logits[:, -1]
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, use_cache=True,
+                       **{cache_kwarg(model): cache}).logits[:, -1]
     return out
 
 

@@ -12,7 +12,6 @@ converted to float32 for the log-softmax, so a 262k vocabulary fits in memory.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import torch
@@ -20,23 +19,11 @@ import torch.nn.functional as F
 
 from unlearnlm.data.collate import pad_batch
 from unlearnlm.data.prompts import IGNORE, PromptFormat, answer_ids, eos_id, prompt_ids
-from unlearnlm.evaluation.generation import autocast
-
-
-def _forward_accepts(model, name: str) -> bool:
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
+from unlearnlm.evaluation.generation import autocast, cache_kwarg, forward_accepts
 
 
 def _accepts_logits_to_keep(model) -> bool:
-    return _forward_accepts(model, "logits_to_keep")
-
-
-def _cache_kwarg(model) -> str:
-    """The forward's name for the KV cache: ``cache`` (transformers >= 5.2x), ``past_key_values`` before."""
-    return "cache" if _forward_accepts(model, "cache") else "past_key_values"
+    return forward_accepts(model, "logits_to_keep")
 
 
 def _answer_logits(model, features: list[dict], pad_id: int, trim: bool):
@@ -97,7 +84,7 @@ def shared_prompt_logits(model, prompt: list[int], answers: list[list[int]], pad
     out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True,
                 **({"logits_to_keep": 1} if trim else {}))
     first = out.logits[:, -1:].expand(k, -1, -1)  # each answer's first token, from the prompt's last position
-    name = _cache_kwarg(model)
+    name = cache_kwarg(model)
     width = max(map(len, answers))
     ids = torch.tensor([a + [pad_id] * (width - len(a)) for a in answers], device=device)
     mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers], device=device)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from unlearnlm.methods import losses
+from unlearnlm.methods import chunked_head, losses
 
 Part = Mapping[str, Tensor]  # input_ids, attention_mask, labels: each [B,T]
 
@@ -109,24 +109,27 @@ class LossContext:
         model = self.ref_model if ref else self.model
         h = self._final_hidden(name, ref)[:, :-1][index]
         h_ref = self._final_hidden(name, True)[:, :-1][index] if with_ref else None
-        head, ref_head = output_head(model), output_head(self.ref_model) if with_ref else None
-        n = self.chunk_size
+        module, head, n = _unwrap(model).get_output_embeddings(), output_head(model), self.chunk_size
 
-        def chunk(h_c: Tensor, y_c: Tensor, h_ref_c: Tensor | None) -> Tensor:
-            z_ref = None
-            if h_ref_c is not None:
-                with torch.no_grad():
-                    z_ref = ref_head(h_ref_c).float()
-            return term(head(h_c).float(), y_c, z_ref)
+        def ref_chunk(start: int, stop: int) -> Tensor | None:
+            if h_ref is None:
+                return None
+            with torch.no_grad():
+                return output_head(self.ref_model)(h_ref[start:stop]).float()
+
+        if torch.is_grad_enabled() and not ref and chunked_head.supports(module):  # one weight-gradient buffer
+            return chunked_head.chunked_head_term(h, module, term, y, n, _softcap_of(model), ref_chunk)
+
+        def chunk(start: int, h_c: Tensor) -> Tensor:  # any other head: each chunk checkpointed
+            return term(head(h_c).float(), y[start:start + n], ref_chunk(start, start + n))
 
         parts = []
         for s in range(0, h.shape[0], n):
-            args = (h[s:s + n], y[s:s + n], None if h_ref is None else h_ref[s:s + n])
             if ref or not torch.is_grad_enabled():
                 with torch.no_grad():
-                    parts.append(chunk(*args))
+                    parts.append(chunk(s, h[s:s + n]))
             else:
-                parts.append(checkpoint(chunk, *args, use_reentrant=False))
+                parts.append(checkpoint(chunk, s, h[s:s + n], use_reentrant=False))
         return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
 
     def _final_hidden(self, name: str, ref: bool) -> Tensor:
@@ -175,12 +178,18 @@ class LossContext:
 def output_head(model: nn.Module):
     """hidden [n,d] -> logits [n,V] as the model's own forward computes them (its output
     embeddings, then Gemma-style final soft-capping when configured)."""
-    model = getattr(model, "module", model)  # DDP and similar wrappers
-    head = model.get_output_embeddings()
-    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    head, cap = _unwrap(model).get_output_embeddings(), _softcap_of(model)
     if not cap:
         return head
     return lambda h: torch.tanh(head(h) / cap) * cap
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DDP and similar wrappers
+
+
+def _softcap_of(model: nn.Module) -> float | None:
+    return getattr(getattr(_unwrap(model), "config", None), "final_logit_softcapping", None) or None
 
 
 def _layer(out, layer: int) -> Tensor:

@@ -21,7 +21,7 @@ from unlearnlm.errors import NumericalError
 from unlearnlm.io import read_json, write_json
 from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import use_bf16
-from unlearnlm.training.fsdp import ShardingReport, enable_cpu_fsdp, is_cpu_fsdp, save_full_model
+from unlearnlm.training.fsdp import ShardingReport, enable_cpu_fsdp, is_cpu_fsdp, load_full_model, save_full_model
 from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.manifest import environment_info
 from unlearnlm.utils import log
@@ -100,6 +100,11 @@ class UnlearnLMTrainerBase(Trainer):
         if not is_cpu_fsdp(self):
             return super().save_model(output_dir, _internal_call)
         save_full_model(self, output_dir or self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not is_cpu_fsdp(self):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_full_model(self, resume_from_checkpoint)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.lengths is None:

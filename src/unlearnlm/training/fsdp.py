@@ -83,13 +83,28 @@ def save_full_model(trainer, output_dir: str) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
-def _tied_aliases(model) -> list[str]:
-    """Names of parameters that are the same tensor as an earlier one (a tied output head)."""
-    seen, aliases = set(), []
+def load_full_model(trainer, checkpoint: str) -> None:
+    """Resume: every rank reads the checkpoint's whole model (``save_full_model``'s safetensors)
+    and keeps its own shards. accelerate's FULL_STATE_DICT load, which broadcasts from rank 0,
+    hangs on CPU processes (measured: rank 0 waits in the broadcast while rank 1 has gone on)."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = load_file(os.path.join(checkpoint, "model.safetensors"))
+    for alias, name in _tied_aliases(model).items():
+        state.setdefault(alias, state[name])
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    trainer.accelerator.wait_for_everyone()
+
+
+def _tied_aliases(model) -> dict[str, str]:
+    """{name: the earlier name of the same tensor} for parameters stored twice (a tied head)."""
+    first, aliases = {}, {}
     for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            aliases.append(name)
-        seen.add(id(p))
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        first.setdefault(id(p), name)
     return aliases
 
 
