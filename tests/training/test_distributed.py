@@ -140,6 +140,26 @@ def test_an_fsdp_run_killed_after_its_first_epoch_resumes_the_same_trajectory(si
 
 
 @pytest.mark.slow
+def test_lora_under_fsdp_matches_single_process_and_saves_the_merged_model(tiny_model_dir, tmp_path):
+    """The adapter trains on sharded weights; the merged model is built from the saved adapter and
+    a fresh copy of the base (one process cannot merge sharded weights: it hung before)."""
+    runs = {}
+    for launcher in ("single", "fsdp"):
+        runs[launcher] = tmp_path / launcher
+        _unlearn(tiny_model_dir, runs[launcher], launcher, "NPO+KL", tmp_path, "unlearn.train.lora=true")
+    want, got = _trajectory(runs["single"]), _trajectory(runs["fsdp"])
+    assert len(want) == len(got) == 4
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-5)
+    a, b = (load_file(runs[k] / "model.safetensors") for k in ("single", "fsdp"))
+    start = load_file(tiny_model_dir / "model.safetensors")
+    assert a.keys() == b.keys() == start.keys()  # merged: plain weights, no adapter names
+    moved = max((a[k] - start[k]).abs().max().item() for k in a)
+    assert moved > 1e-4
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < moved * 1e-3
+    assert (runs["fsdp"] / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
 def test_the_chunked_loss_under_fsdp_is_a_one_line_error(tiny_model_dir, tmp_path):
     """Measured: the chunked head crashes the processes under FSDP2 (its weight is resharded after
     the forward), so the combination is refused before training."""

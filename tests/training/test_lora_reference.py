@@ -75,3 +75,22 @@ def test_lora_unlearning_with_a_reference_method_loads_one_model(tiny_model_dir,
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert any(not torch.equal(p, q) for p, q in zip(merged.parameters(), start.parameters()))
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in manifest["log_history"] if "loss" in h)
+
+
+def test_the_adapter_initialisation_comes_from_the_seed(tiny_model_dir):
+    """Two wraps with one seed draw the same LoRA A matrices, another seed others, and the global
+    random state is left as it was (so every FSDP process starts from the same adapter)."""
+    def adapter(seed: int) -> dict:
+        model = with_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), dataclasses.replace(TrainConfig(), seed=seed))
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    torch.manual_seed(123)
+    first = adapter(0)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after)  # with_lora did not consume the global generator
+    torch.manual_seed(7)  # a different global state: the adapter still comes from seed 0
+    again, other = adapter(0), adapter(1)
+    assert first.keys() == again.keys() and len(first) > 0
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

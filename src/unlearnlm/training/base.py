@@ -23,6 +23,7 @@ from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import use_bf16
 from unlearnlm.training.fsdp import ShardingReport, enable_cpu_fsdp, is_cpu_fsdp, load_full_model, save_full_model
 from unlearnlm.training.layout import ModelFolder
+from unlearnlm.training.lora import merged_model
 from unlearnlm.training.manifest import environment_info
 from unlearnlm.utils import log
 
@@ -184,7 +185,7 @@ def save_final(trainer: Trainer, tokenizer, out_dir: Path, merge_lora: bool = Tr
                 if f.is_file():
                     os.replace(f, adapter / f.name)
             if merge_lora:
-                model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+                merged_model(model, adapter).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for f in tmp.glob("training_args.bin"):  # a pickle: never shipped in a model folder
             f.unlink()

@@ -15,12 +15,16 @@ import torch
 
 
 def with_lora(model, train):
-    """``model`` wrapped in a peft LoRA adapter with the settings of ``train`` (TrainConfig)."""
+    """``model`` wrapped in a peft LoRA adapter with the settings of ``train`` (TrainConfig). The
+    adapter's random initialisation is drawn from ``train.seed``: the same in every run and in
+    every process (FSDP keeps each process's own shard of it)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
                         target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train.seed)
+        return get_peft_model(model, config)
 
 
 class BaseModelReference:
@@ -56,3 +60,19 @@ class BaseModelReference:
                 return head(hidden)
 
         return base_head
+
+
+def merged_model(peft_model, adapter_dir):
+    """The base model with the adapter merged in (peft's ``merge_and_unload``). Sharded weights
+    (FSDP) cannot be merged by one process, so then the base is loaded again from its folder and
+    the adapter just saved in ``adapter_dir`` is merged into it."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in peft_model.parameters()):
+        return peft_model.merge_and_unload()
+    from peft import PeftModel
+
+    from unlearnlm.models.loading import load_model
+
+    base = load_model(peft_model.peft_config[peft_model.active_adapter].base_model_name_or_path)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
