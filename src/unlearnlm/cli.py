@@ -300,7 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  (only a full disk is turned into one line)
+        if not _disk_full(e):
+            raise
+        print(f"error: no space left on device ({e}); free some space and run the same command again: "
+              "it resumes from its last checkpoint or finished evaluation set", file=sys.stderr)
+        return 1
     return 0
+
+
+def _disk_full(e: BaseException) -> bool:
+    """An OSError ENOSPC, or a library's error that wraps one (safetensors says it in words)."""
+    import errno
+
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,33 @@ def test_output_dir_is_a_file(capsys, no_work, tmp_path):
     line = _run_cli(capsys, ["run", f"output_dir={afile}", "run_name=x"])
     assert "output_dir" in line and "cannot create" in line
     assert afile.read_text() == "not a folder"
+
+
+def _data_command_runs(monkeypatch, fn) -> None:
+    """``unlearnlm data`` calls ``fn(args)`` instead of its own command."""
+    import unlearnlm.cli as cli
+
+    parser = cli.build_parser()
+    parser._subparsers._group_actions[0].choices["data"].set_defaults(fn=fn)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+
+
+@pytest.mark.parametrize("raised", [
+    OSError(28, "No space left on device"),
+    RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors' words
+])
+def test_a_full_disk_is_one_line_that_says_the_run_resumes(capsys, monkeypatch, raised):
+    def full_disk(args):
+        raise raised
+
+    _data_command_runs(monkeypatch, full_disk)
+    assert main(["data"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no space left on device (")
+    assert "run the same command again: it resumes" in err[0]
+
+
+def test_other_errors_are_not_taken_for_a_full_disk(monkeypatch):
+    _data_command_runs(monkeypatch, lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["data"])
