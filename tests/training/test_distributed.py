@@ -79,11 +79,12 @@ def single_runs(tiny_model_dir, tmp_path_factory):
     """The single-process reference run of each method (computed once)."""
     tmp, runs = tmp_path_factory.mktemp("single"), {}
 
-    def run(method: str) -> Path:
-        if method not in runs:
-            runs[method] = tmp / method.replace("+", "_")
-            _unlearn(tiny_model_dir, runs[method], "single", method, tmp)
-        return runs[method]
+    def run(method: str, *extra: str) -> Path:
+        key = (method, *extra)
+        if key not in runs:
+            runs[key] = tmp / f"{method.replace('+', '_')}-{len(runs)}"
+            _unlearn(tiny_model_dir, runs[key], "single", method, tmp, *extra)
+        return runs[key]
 
     return run
 
@@ -101,24 +102,21 @@ def test_two_process_unlearning_matches_single_process(launcher, method, single_
     assert len(want) == len(got) == 4  # 2 epochs of 2 optimiser steps
     assert len({round(loss, 4) for loss, _ in want}) > 1  # the loss moves, so the comparison means something
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-5)
-    a, b = load_file(single / "model.safetensors"), load_file(multi / "model.safetensors")
-    start = load_file(tiny_model_dir / "model.safetensors")
-    assert a.keys() == b.keys() == start.keys()  # the tied head is saved once, as in a one-process save
-    moved = max((a[k] - start[k]).abs().max().item() for k in a)
-    assert moved > 1e-3
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < moved * 1e-3
+    _assert_same_weights(single, multi, load_file(tiny_model_dir / "model.safetensors"))
     AutoModelForCausalLM.from_pretrained(multi)  # loads as a plain HF folder
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("extra", [(), ("unlearn.train.lora=true",)], ids=["full", "lora"])
 def test_an_fsdp_run_killed_after_its_first_epoch_resumes_the_same_trajectory(single_runs, tiny_model_dir,
-                                                                             tmp_path):
+                                                                             tmp_path, extra):
     """Both processes SIGKILLed once the epoch-1 checkpoint is complete; the same command resumes
-    from it (model, optimiser and scheduler state) and ends as the uninterrupted run does."""
+    from it (model or adapter, optimiser and scheduler state) and ends as the uninterrupted
+    one-process run does."""
     out = tmp_path / "multi"
-    cmd = _command(tiny_model_dir, out, "fsdp", "NPO+KL", tmp_path)
+    cmd = _command(tiny_model_dir, out, "fsdp", "NPO+KL", tmp_path, *extra)
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 300
         try:
             while not list(out.parent.glob("multi.checkpoints/checkpoint-*/trainer_state.json")):
@@ -128,35 +126,35 @@ def test_an_fsdp_run_killed_after_its_first_epoch_resumes_the_same_trajectory(si
         finally:
             _kill_tree(proc)
     assert not (out / "unlearnlm_manifest.json").exists()
-    logs = _unlearn(tiny_model_dir, out, "fsdp", "NPO+KL", tmp_path)
+    logs = _unlearn(tiny_model_dir, out, "fsdp", "NPO+KL", tmp_path, *extra)
     assert re.search(r"\[unlearn\] NPO\+KL: .*, resuming from \S*multi\.checkpoints/checkpoint-\d+$", logs, re.M), logs
-    want, got = _trajectory(single_runs("NPO+KL")), _trajectory(out)
+    single = single_runs("NPO+KL", *extra)
+    want, got = _trajectory(single), _trajectory(out)
     assert len(want) == len(got) == 4
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-5)
-    a, b = load_file(single_runs("NPO+KL") / "model.safetensors"), load_file(out / "model.safetensors")
-    start = load_file(tiny_model_dir / "model.safetensors")
+    _assert_same_weights(single, out, load_file(tiny_model_dir / "model.safetensors"))
+
+
+def _assert_same_weights(a_dir: Path, b_dir: Path, start: dict) -> None:
+    """Both saved models moved from ``start`` and agree within 1e-3 of that move."""
+    a, b = load_file(a_dir / "model.safetensors"), load_file(b_dir / "model.safetensors")
+    assert a.keys() == b.keys() == start.keys()  # plain weights: the tied head once, no adapter names
     moved = max((a[k] - start[k]).abs().max().item() for k in a)
+    assert moved > 1e-4
     assert max((a[k] - b[k]).abs().max().item() for k in a) < moved * 1e-3
 
 
 @pytest.mark.slow
-def test_lora_under_fsdp_matches_single_process_and_saves_the_merged_model(tiny_model_dir, tmp_path):
+def test_lora_under_fsdp_matches_single_process_and_saves_the_merged_model(single_runs, tiny_model_dir, tmp_path):
     """The adapter trains on sharded weights; the merged model is built from the saved adapter and
     a fresh copy of the base (one process cannot merge sharded weights: it hung before)."""
-    runs = {}
-    for launcher in ("single", "fsdp"):
-        runs[launcher] = tmp_path / launcher
-        _unlearn(tiny_model_dir, runs[launcher], launcher, "NPO+KL", tmp_path, "unlearn.train.lora=true")
-    want, got = _trajectory(runs["single"]), _trajectory(runs["fsdp"])
+    single, multi = single_runs("NPO+KL", "unlearn.train.lora=true"), tmp_path / "multi"
+    _unlearn(tiny_model_dir, multi, "fsdp", "NPO+KL", tmp_path, "unlearn.train.lora=true")
+    want, got = _trajectory(single), _trajectory(multi)
     assert len(want) == len(got) == 4
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-5)
-    a, b = (load_file(runs[k] / "model.safetensors") for k in ("single", "fsdp"))
-    start = load_file(tiny_model_dir / "model.safetensors")
-    assert a.keys() == b.keys() == start.keys()  # merged: plain weights, no adapter names
-    moved = max((a[k] - start[k]).abs().max().item() for k in a)
-    assert moved > 1e-4
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < moved * 1e-3
-    assert (runs["fsdp"] / "adapter" / "adapter_model.safetensors").is_file()
+    _assert_same_weights(single, multi, load_file(tiny_model_dir / "model.safetensors"))
+    assert (multi / "adapter" / "adapter_model.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -84,18 +84,31 @@ def save_full_model(trainer, output_dir: str) -> None:
 
 
 def load_full_model(trainer, checkpoint: str) -> None:
-    """Resume: every rank reads the checkpoint's whole model (``save_full_model``'s safetensors)
-    and keeps its own shards. accelerate's FULL_STATE_DICT load, which broadcasts from rank 0,
+    """Resume: every rank reads the checkpoint's whole model (``save_full_model``'s safetensors;
+    under LoRA the adapter) and keeps its own shards. accelerate's FULL_STATE_DICT load, which broadcasts from rank 0,
     hangs on CPU processes (measured: rank 0 waits in the broadcast while rank 1 has gone on)."""
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    state = load_file(os.path.join(checkpoint, "model.safetensors"))
-    for alias, name in _tied_aliases(model).items():
-        state.setdefault(alias, state[name])
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    if hasattr(model, "peft_config"):  # LoRA: the checkpoint holds the adapter only
+        state = _adapter_state(model, load_file(os.path.join(checkpoint, "adapter_model.safetensors")))
+    else:
+        state = load_file(os.path.join(checkpoint, "model.safetensors"))
+        for alias, name in _tied_aliases(model).items():
+            state.setdefault(alias, state[name])
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=not hasattr(model, "peft_config")))
     trainer.accelerator.wait_for_everyone()
+
+
+def _adapter_state(model, saved: dict) -> dict:
+    """peft saves adapter weights without the adapter's name ("lora_A.weight"); the live
+    parameters carry it ("lora_A.default.weight")."""
+    live = {name.replace(f".{model.active_adapter}.", "."): name for name, _ in model.named_parameters()}
+    missing = sorted(set(saved) - set(live))
+    if missing:
+        raise RuntimeError(f"adapter checkpoint keys not in the model: {missing[:3]}")
+    return {live[key]: value for key, value in saved.items()}
 
 
 def _tied_aliases(model) -> dict[str, str]:
