@@ -81,7 +81,8 @@ def test_the_adapter_initialisation_comes_from_the_seed(tiny_model_dir):
     """Two wraps with one seed draw the same LoRA A matrices, another seed others, and the global
     random state is left as it was (so every FSDP process starts from the same adapter)."""
     def adapter(seed: int) -> dict:
-        model = with_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), dataclasses.replace(TrainConfig(), seed=seed))
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        model = with_lora(base, dataclasses.replace(TrainConfig(), seed=seed))
         return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
 
     torch.manual_seed(123)

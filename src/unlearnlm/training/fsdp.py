@@ -91,13 +91,14 @@ def load_full_model(trainer, checkpoint: str) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "peft_config"):  # LoRA: the checkpoint holds the adapter only
+    lora = hasattr(model, "peft_config")
+    if lora:  # the checkpoint holds the adapter only; the frozen base is as loaded
         state = _adapter_state(model, load_file(os.path.join(checkpoint, "adapter_model.safetensors")))
     else:
         state = load_file(os.path.join(checkpoint, "model.safetensors"))
         for alias, name in _tied_aliases(model).items():
             state.setdefault(alias, state[name])
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=not hasattr(model, "peft_config")))
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=not lora))
     trainer.accelerator.wait_for_everyone()
 
 
