@@ -126,6 +126,10 @@ def test_an_fsdp_run_killed_after_its_first_epoch_resumes_the_same_trajectory(si
         finally:
             _kill_tree(proc)
     assert not (out / "unlearnlm_manifest.json").exists()
+    checkpoint = sorted(out.parent.glob("multi.checkpoints/checkpoint-*"))[0]
+    names = {f.name for f in checkpoint.iterdir()}
+    assert ("adapter_model.safetensors" if extra else "model.safetensors") in names
+    assert not any(n.startswith("pytorch_model_fsdp") for n in names)  # no pickled copy of the model
     logs = _unlearn(tiny_model_dir, out, "fsdp", "NPO+KL", tmp_path, *extra)
     assert re.search(r"\[unlearn\] NPO\+KL: .*, resuming from \S*multi\.checkpoints/checkpoint-\d+$", logs, re.M), logs
     single = single_runs("NPO+KL", *extra)

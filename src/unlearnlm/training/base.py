@@ -21,7 +21,8 @@ from unlearnlm.errors import NumericalError
 from unlearnlm.io import read_json, write_json
 from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import use_bf16
-from unlearnlm.training.fsdp import ShardingReport, enable_cpu_fsdp, is_cpu_fsdp, load_full_model, save_full_model
+from unlearnlm.training.fsdp import (ShardingReport, drop_fsdp_model_pickle, enable_cpu_fsdp, is_cpu_fsdp, load_full_model,
+                                    save_full_model)
 from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.lora import merged_model
 from unlearnlm.training.manifest import environment_info
@@ -101,6 +102,11 @@ class UnlearnLMTrainerBase(Trainer):
         if not is_cpu_fsdp(self):
             return super().save_model(output_dir, _internal_call)
         save_full_model(self, output_dir or self.args.output_dir)
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        super()._save_optimizer_and_scheduler(output_dir)
+        if is_cpu_fsdp(self) and self.args.should_save:  # resume reads the gathered model.safetensors
+            drop_fsdp_model_pickle(output_dir)  # before trainer_state.json marks the checkpoint complete
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if not is_cpu_fsdp(self):

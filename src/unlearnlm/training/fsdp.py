@@ -14,6 +14,7 @@ accelerate prepares a model for evaluation without sharding it, so a reference m
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
@@ -81,6 +82,15 @@ def save_full_model(trainer, output_dir: str) -> None:
             state.pop(name, None)
         model.save_pretrained(output_dir, state_dict=state, safe_serialization=True)
     trainer.accelerator.wait_for_everyone()
+
+
+def drop_fsdp_model_pickle(checkpoint: str) -> None:
+    """Remove accelerate's pickled copy of the model (``pytorch_model_fsdp.bin``) from a checkpoint:
+    ``save_full_model`` wrote the same weights as safetensors, which ``load_full_model`` reads."""
+    from accelerate.utils.constants import FSDP_MODEL_NAME
+
+    for f in Path(checkpoint).glob(f"{FSDP_MODEL_NAME}*.bin"):
+        f.unlink()
 
 
 def load_full_model(trainer, checkpoint: str) -> None:
