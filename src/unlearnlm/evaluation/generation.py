@@ -119,8 +119,9 @@ def greedy_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, m
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as model.generate
     cache = DynamicCache(config=model.config)
+    kv = {cache_kwarg(model): cache}  # the forward's signature is read once, not at every token
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                   logits_to_keep=1, **{cache_kwarg(model): cache}).logits[:, -1]
+                   logits_to_keep=1, **kv).logits[:, -1]
     positions = positions[:, -1:]
     stop = torch.tensor(sorted(stops), device=input_ids.device)
     for step in range(max_new_tokens):
@@ -136,7 +137,7 @@ def greedy_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, m
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         positions = positions + 1
         logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, use_cache=True,
-                       **{cache_kwarg(model): cache}).logits[:, -1]
+                       **kv).logits[:, -1]
     return out
 
 

@@ -1,7 +1,7 @@
 """The output head and a per-position loss term over chunks of positions, with one gradient
 buffer for the head's weight (docs/method.md, section 5).
 
-    values = chunked_head_term(h, head, term, y, chunk=32, cap=None, ref_chunk=None)   # [n]
+    values = chunked_head_term(h, head, term, y, chunk=32, cap=None, ref_chunk=lambda s, e: None)   # [n]
 
 The forward computes ``term(z, y, z_ref)`` chunk by chunk without keeping a graph; the
 backward recomputes each chunk's logits and adds the chunk's weight gradient into one
@@ -31,9 +31,10 @@ def chunked_head_term(h: Tensor, head: nn.Linear, term, y: Tensor, chunk: int, c
     return _ChunkedHeadTerm.apply(h, head.weight, head.bias, y, (term, chunk, cap, ref_chunk))
 
 
-def _softcap(a: Tensor, cap: float | None) -> Tensor:
-    """The float logits the model's forward returns from the head's output ``a``."""
-    return (torch.tanh(a / cap) * cap if cap else a).float()
+def softcap(a: Tensor, cap: float | None) -> Tensor:
+    """The logits the model's forward returns from the head's output ``a`` (Gemma-style final
+    soft-capping when ``cap`` is set)."""
+    return torch.tanh(a / cap) * cap if cap else a
 
 
 class _ChunkedHeadTerm(torch.autograd.Function):
@@ -45,7 +46,7 @@ class _ChunkedHeadTerm(torch.autograd.Function):
                         torch.get_autocast_dtype(h.device.type))
         ctx.save_for_backward(h, weight, bias, y)
         with torch.no_grad():
-            parts = [term(_softcap(nn.functional.linear(h[s:s + chunk], weight, bias), cap), y[s:s + chunk],
+            parts = [term(softcap(nn.functional.linear(h[s:s + chunk], weight, bias), cap).float(), y[s:s + chunk],
                           ref_chunk(s, s + chunk)) for s in range(0, h.shape[0], chunk)]
         return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
 
@@ -64,7 +65,7 @@ class _ChunkedHeadTerm(torch.autograd.Function):
                 a = nn.functional.linear(h_c, weight, bias)  # backward runs without grad: no graph
                 with torch.enable_grad():
                     a.requires_grad_(True)
-                    values = term(_softcap(a, cap), y[s:s + chunk], ref_chunk(s, s + chunk))
+                    values = term(softcap(a, cap).float(), y[s:s + chunk], ref_chunk(s, s + chunk))
                     (da,) = torch.autograd.grad(values, a, grad_values[s:s + chunk])
             da = da.to(weight.dtype)
             if need_h:

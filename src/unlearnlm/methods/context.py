@@ -110,12 +110,13 @@ class LossContext:
         h = self._final_hidden(name, ref)[:, :-1][index]
         h_ref = self._final_hidden(name, True)[:, :-1][index] if with_ref else None
         module, head, n = _unwrap(model).get_output_embeddings(), output_head(model), self.chunk_size
+        ref_head = output_head(self.ref_model) if with_ref else None
 
         def ref_chunk(start: int, stop: int) -> Tensor | None:
-            if h_ref is None:
+            if ref_head is None:
                 return None
             with torch.no_grad():
-                return output_head(self.ref_model)(h_ref[start:stop]).float()
+                return ref_head(h_ref[start:stop]).float()
 
         if torch.is_grad_enabled() and not ref and chunked_head.supports(module):  # one weight-gradient buffer
             return chunked_head.chunked_head_term(h, module, term, y, n, _softcap_of(model), ref_chunk)
@@ -181,7 +182,7 @@ def output_head(model: nn.Module):
     head, cap = _unwrap(model).get_output_embeddings(), _softcap_of(model)
     if not cap:
         return head
-    return lambda h: torch.tanh(head(h) / cap) * cap
+    return lambda h: chunked_head.softcap(head(h), cap)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -21,8 +21,14 @@ from unlearnlm.errors import NumericalError
 from unlearnlm.io import read_json, write_json
 from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import use_bf16
-from unlearnlm.training.fsdp import (ShardingReport, drop_fsdp_model_pickle, enable_cpu_fsdp, is_cpu_fsdp, load_full_model,
-                                    save_full_model)
+from unlearnlm.training.fsdp import (
+    ShardingReport,
+    drop_fsdp_model_pickle,
+    enable_cpu_fsdp,
+    is_cpu_fsdp,
+    load_full_model,
+    save_full_model,
+)
 from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.lora import merged_model
 from unlearnlm.training.manifest import environment_info

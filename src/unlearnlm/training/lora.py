@@ -66,9 +66,9 @@ def merged_model(peft_model, adapter_dir):
     """The base model with the adapter merged in (peft's ``merge_and_unload``). Sharded weights
     (FSDP) cannot be merged by one process, so then the base is loaded again from its folder and
     the adapter just saved in ``adapter_dir`` is merged into it."""
-    from torch.distributed.tensor import DTensor
+    from unlearnlm.training.fsdp import sharded_count
 
-    if not any(isinstance(p, DTensor) for p in peft_model.parameters()):
+    if not sharded_count(peft_model)[0]:
         return peft_model.merge_and_unload()
     from peft import PeftModel
 
