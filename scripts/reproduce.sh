@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rerun every study of docs/results.md (issues 8, 15, 16 and 18), then write its tables and report figures.
 #   bash scripts/reproduce.sh            # runs/ and docs/results/tables.md
+#   bash scripts/reproduce.sh evidence   # issue 17's study alone (experiments/runs/)
 # Resumable: after an interruption, the same command reuses every finished model and evaluation.
 # The studies run in two lanes of one CPU thread each (about 1.2x the throughput of one
 # two-thread job on 2 cores); LANES=1 runs them one after another. Times: docs/results.md.
@@ -90,10 +91,22 @@ attacks() {  # issue 18: every attack on the selected runs of seven methods, one
   study attacks --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=attacks "$seven" "$all" \
     unlearn.per_method.SimNPO+GD.forget_coeff=1.0 unlearn.per_method.RMU.lr=1e-2 unlearn.per_method.DPO+GD.lr=5e-5
 }
-evidence() {  # issue 17: three seeds, 100 examples per utility set; forget05 for four methods
-  study evidence --preset experiments/evidence.yaml
-  study evidence-forget05 --preset experiments/evidence_forget05.yaml
+# Issue 17: three seeds, 100 examples per utility set; forget05 for four methods. Two lanes of
+# one thread each, always (a model's weights depend on the thread count, and these run
+# directories are committed under experiments/runs without their models, so that a study spread
+# over several sessions resumes from its finished evaluations on a fresh machine).
+RECORDS=${RECORDS:-experiments/runs}
+evidence() {
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 study evidence --preset experiments/evidence.yaml output_dir=$RECORDS & a=$!
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 study evidence-forget05 --preset experiments/evidence_forget05.yaml \
+    output_dir=$RECORDS & b=$!
+  wait $a && wait $b
 }
+if [ "${1:-all}" = evidence ]; then  # bash scripts/reproduce.sh evidence: that study alone, then the tables
+  evidence
+  .venv/bin/python experiments/summarise.py runs --records $RECORDS > docs/results/tables.md
+  exit
+fi
 if [ "${LANES:-2}" = 1 ]; then
   lane_a && lane_b
 else
@@ -104,7 +117,7 @@ else
 fi
 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 privacy
 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 attacks
-OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 evidence
+evidence
 .venv/bin/unlearnlm report runs/grid-lr1e-4 runs/grid-lr5e-5 --out runs/grid-report > /dev/null
 for run in grid-lr1e-4 grid-lr5e-5 grid-lr1e-4-seed1 continual gemma real_world demo2; do
   .venv/bin/unlearnlm report "runs/$run" > /dev/null
@@ -119,5 +132,5 @@ cp runs/baselines-report/figures/mu_fe.png docs/img/baselines_mu_fe.png
 .venv/bin/unlearnlm report runs/privacy-lr1e-4 runs/privacy-lr5e-5 runs/privacy-rmu-lr1e-2 runs/privacy-simnpo-fc1 \
   --out runs/privacy-report > /dev/null
 cp runs/privacy-report/figures/privleak_fe.png docs/img/privleak_fe.png
-.venv/bin/python experiments/summarise.py runs > docs/results/tables.md
+.venv/bin/python experiments/summarise.py runs --records $RECORDS > docs/results/tables.md
 echo "tables: docs/results/tables.md; reports: runs/*/report.html"

@@ -199,3 +199,35 @@ def test_a_run_written_before_an_option_existed_resumes(tiny_run_overrides):
     old["eval"]["mmlu_size"] = 0  # retired since: 0 meant no general-ability evaluation
     write_json(run_dir / "config.json", old)
     assert open_run_dir(cfg) == run_dir
+
+
+def test_a_run_restored_without_models_or_cache_retrains_and_reevaluates_nothing(tiny_run_overrides, tmp_path,
+                                                                                   monkeypatch):
+    """A run directory kept without its model folders (committed study records, models deleted
+    for space) on a machine with a fresh cache resumes from the stored evaluations."""
+    import shutil
+
+    from unlearnlm.evaluation import evaluate as evaluate_module
+    from unlearnlm.pipeline import scenarios
+
+    overrides = tiny_run_overrides + ["methods=[GA+GD]", "seeds=[0,1]", "eval.forget_quality=true"]
+    run_dir = run(load_config("demo", overrides))
+    first = json.loads((run_dir / "results.json").read_text())["rows"]
+    shutil.rmtree(run_dir / "models")
+    for evaluations in (tmp_path / "cache").rglob("evaluations"):
+        shutil.rmtree(evaluations)  # the target's and retain model's cached evaluations
+    # one seed's model loses one set: that model alone is retrained and that set alone rescored
+    (run_dir / "eval" / "GA+GD_seed1" / "world_facts.summary.json").unlink()
+
+    unlearned, scored = [], []
+    real_unlearn, real_score = scenarios.unlearn_model, evaluate_module._score_and_store
+    monkeypatch.setattr(scenarios, "unlearn_model", lambda cfg, method, start, out, *a, **k:
+                        unlearned.append(out.name) or real_unlearn(cfg, method, start, out, *a, **k))
+    monkeypatch.setattr(evaluate_module, "_score_and_store", lambda name, *a, **k:
+                        scored.append(name) or real_score(name, *a, **k))
+    run(load_config("demo", overrides))
+    assert unlearned == ["GA+GD_seed1"] and scored == ["world_facts"]
+    again = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert [r["label"] for r in again] == [r["label"] for r in first]
+    for old, new in zip(first, again):
+        assert new["aggregates"] == old["aggregates"]

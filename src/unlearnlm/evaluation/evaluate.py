@@ -65,6 +65,19 @@ def _plan(name: str, rows: list[dict], family: str, cfg: RunConfig, out_dir: Pat
     return stored, missing
 
 
+def is_evaluated(cfg: RunConfig, sets: dict[str, list[dict]], family: str, out_dir: str | Path,
+                 judges: Judges) -> bool:
+    """True when ``out_dir`` already holds every set of ``sets`` with every wanted metric (and
+    every lm-eval task), so ``evaluate_model`` would not need the model at all."""
+    out_dir, judges_id = Path(out_dir), judges.describe()
+    for name, rows in sets.items():
+        stored, todo = _plan(name, rows, family, cfg, out_dir, judges_id, False, "holdout" in sets)
+        if stored is None or todo:
+            return False
+    general = stored_lm_eval(out_dir / LM_EVAL, cfg.eval.lm_eval_limit)
+    return all(t in general for t in cfg.eval.lm_eval_tasks)
+
+
 def _score_and_store(name: str, x: SetInputs, metrics: list[Metric], stored: dict | None, out_dir: Path,
                      judges_id: dict) -> dict:
     start = time.time()

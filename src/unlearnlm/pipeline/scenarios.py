@@ -20,7 +20,7 @@ from unlearnlm.data.loading import resolve_data_dir
 from unlearnlm.errors import NumericalError
 from unlearnlm.data.holdout import holdout_rows
 from unlearnlm.evaluation.aggregates import MIA_METRICS
-from unlearnlm.evaluation.evaluate import compare_with_retain, evaluate_model
+from unlearnlm.evaluation.evaluate import compare_with_retain, evaluate_model, is_evaluated
 from unlearnlm.evaluation.judges.factory import Judges, exclude_questions_for, load_judges
 from unlearnlm.evaluation.harness import check_tasks, lm_eval_aggregates
 from unlearnlm.io import read_json, write_json
@@ -118,6 +118,10 @@ class Run:
         """Evaluate a shared model (target, retain model) once, on every set or the sets in
         ``only``; later runs copy the results."""
         cache = model.evaluations / _eval_key(self.cfg, tasks, self.judges)
+        if not (cache / "summary.json").is_file() and (run_eval_dir / "summary.json").is_file():
+            # A fresh cache (another machine, a cleared cache) with a restored run directory:
+            # start from the run's copy; every set in it is checked as usual before it is reused.
+            shutil.copytree(run_eval_dir, cache, dirs_exist_ok=True)
         summary = evaluate_model(model.path, self.cfg, self.eval_sets(tasks, only), _family(self.cfg), cache,
                                  self.judges)
         if run_eval_dir.exists():
@@ -145,11 +149,18 @@ class Run:
 
     def unlearn_and_evaluate(self, method: str, start: Path, label: str, tasks: list[str],
                              unlearned: list[str], ref: Path | None = None, seed: int | None = None,
-                             **fields) -> Path | None:
+                             leaf: bool = True, **fields) -> Path | None:
+        """Unlearn ``method`` from ``start`` into ``models/<label>`` and evaluate it. ``leaf``:
+        no later step starts from this model, so a complete evaluation stands in for a deleted
+        model folder (continual tasks are not leaves)."""
         out = self.dir / "models" / safe_label(label)
         lr = resolve_method(self.cfg.unlearn, method).settings.train.lr
         seed = self.cfg.unlearn.train.seed if seed is None else seed
         fields["seed"] = seed
+        eval_tasks = unlearned if fields.get("task") else tasks
+        if leaf and self.evaluated_without_model(label, out, eval_tasks):
+            self.evaluate(label, out, eval_tasks, method=method, lr=lr, **fields)
+            return out
         try:
             unlearn_model(_with_seed(self.cfg, seed), method, start, out, tasks, unlearned, ref)
         except NumericalError as e:
@@ -157,12 +168,24 @@ class Run:
             self.rows.append(_failed_row(label, str(e), method=method, lr=lr, **fields))
             self.save()
             return None
-        self.evaluate(label, out, unlearned if fields.get("task") else tasks, method=method, lr=lr, **fields)
+        self.evaluate(label, out, eval_tasks, method=method, lr=lr, **fields)
         if self.cfg.eval.eval_epochs:
             for epoch, epoch_dir in ModelFolder(out).epoch_dirs():
                 self.evaluate(f"{label}/epoch{epoch}", epoch_dir, tasks, method=method, lr=lr, epoch=epoch,
                               seed=seed)
         return out
+
+    def evaluated_without_model(self, label: str, out: Path, tasks: list[str]) -> bool:
+        """True when ``label``'s model folder is gone (deleted for space, or a run directory
+        restored without its models) but its evaluation is complete: nothing to retrain.
+        Not with ``eval.eval_epochs``, whose epoch rows need the epoch folders."""
+        if ModelFolder(out).is_done or self.cfg.eval.eval_epochs:
+            return False
+        eval_dir = self.dir / "eval" / safe_label(label)
+        if not is_evaluated(self.cfg, self.eval_sets(tasks), _family(self.cfg), eval_dir, self.judges):
+            return False
+        log(f"[{label}] no model folder, evaluation complete in {eval_dir}: reused, not retrained")
+        return True
 
     def start(self, which: tuple[str, ...]) -> dict[str, StartModel]:
         """The run's starting models (``start.py``), recorded in its manifest."""
@@ -244,7 +267,7 @@ def _continual(state: Run) -> None:
             for i, task in enumerate(tasks):
                 ref = target.path if cfg.unlearn.fix_ref_model else previous
                 out = state.unlearn_and_evaluate(method, previous, f"{method}{suffix}/task{task}", [task],
-                                                 tasks[: i + 1], ref=ref, seed=seed, task=i + 1)
+                                                 tasks[: i + 1], ref=ref, seed=seed, leaf=False, task=i + 1)
                 if out is None:
                     break
                 previous = out
