@@ -118,3 +118,27 @@ def test_retain_relative_intervals_cover_the_point_and_are_seeded():
     assert point["auc_mia_reference"] == 1.0 and got["auc_mia_reference"] == (1.0, 1.0)
     assert retain_relative_intervals(model, retain, resamples=300) == got
     assert retain_relative_intervals({"holdout": model["holdout"]}, retain) == {}
+
+
+def test_seed_averaged_paired_difference_is_the_mean_over_seeds_with_shared_draws():
+    """Two seeds per side: the point is mean FE(A_s) - mean FE(B_s), and each resample draws the
+    same questions for all four models, checked against a hand-written loop."""
+    rng = np.random.default_rng(11)
+    a0 = {"forget": _forget_records(rng, 20)}
+    a1 = {"forget": [{**r, **{m: r[m] * 0.5 for m in MU_METRICS}} for r in a0["forget"]]}
+    b0 = {"forget": _forget_records(rng, 20)}
+    b1 = {"forget": list(reversed(b0["forget"]))[:18]}  # two questions missing: only 18 shared
+    diff, lo, hi = paired_differences([a0, a1], [b0, b1], "tofu", resamples=400, seed=2)["forget_efficacy"]
+    shared = [r["question"] for r in a0["forget"] if r["question"] in {x["question"] for x in b1["forget"]}]
+
+    def example_fe(model):  # each shared question's mean over the five FE metrics, in a0's order
+        by_q = {r["question"]: r for r in model["forget"]}
+        return np.array([np.mean([by_q[q][m] for m in FE_METRICS]) for q in shared])
+
+    ya, yb = [example_fe(m) for m in (a0, a1)], [example_fe(m) for m in (b0, b1)]
+    assert diff == pytest.approx(np.mean([1 - y.mean() for y in ya]) - np.mean([1 - y.mean() for y in yb]))
+    draws = np.random.default_rng(2).integers(0, len(shared), size=(400, len(shared)))
+    by_hand = [np.mean([1 - y[d].mean() for y in ya]) - np.mean([1 - y[d].mean() for y in yb]) for d in draws]
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])), abs=1e-12)
+    # one model per side is the two-model paired difference
+    assert paired_differences([a0], [b0], "tofu", resamples=100) == paired_differences(a0, b0, "tofu", resamples=100)

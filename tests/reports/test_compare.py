@@ -28,5 +28,23 @@ def test_compare_prints_paired_differences(tmp_path, capsys):
     assert "FE         A - B = -0.100 [-0.100, -0.100]  B higher" in out
     assert "MU_retain" in out
     assert main(["compare", f"{run}:A", f"{run}:C"]) == 2
-    assert "has no row 'C'; its rows: A, B" in capsys.readouterr().err
+    assert "has no row or seeded method 'C'; its rows: A, B" in capsys.readouterr().err
     assert main(["compare", "nocolon", f"{run}:B"]) == 2
+
+
+def test_compare_pools_the_seeds_of_a_method(tmp_path, capsys):
+    run = tmp_path / "run"
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.1)):  # A/seed1 is A/seed0 minus 0.1 everywhere
+        rows.append({**_model(run, f"A_seed{seed}", shift), "label": f"A/seed{seed}", "method": "A", "seed": seed})
+    rows.append(_model(run, "B", 0.2))
+    (run / "results.json").write_text(json.dumps({"run_name": "run", "rows": rows}))
+    assert main(["compare", f"{run}:A", f"{run}:B", "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    # FE(A) averaged over seeds is FE(B) - 0.15 in every resample (shifts 0 and 0.1 against 0.2)
+    assert "A pools 2 models (A/seed0, A/seed1)" in out
+    assert "FE         A - B = -0.150 [-0.150, -0.150]  B higher" in out
+    assert main(["compare", f"{run}:A/seed1", f"{run}:B", "--resamples", "200"]) == 0
+    assert "FE         A - B = -0.100 [-0.100, -0.100]" in capsys.readouterr().out
+    assert main(["compare", f"{run}:Z", f"{run}:B"]) == 2
+    assert "no row or seeded method 'Z'" in capsys.readouterr().err

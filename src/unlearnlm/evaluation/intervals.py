@@ -3,6 +3,7 @@
     records = {"forget": [...], "retain": [...], ...}      # per-example records of one model
     ci = intervals(records, "tofu")                        # {"sets": {set: {metric: (lo, hi)}}, "aggregates": {...}}
     diff = paired_differences(records_a, records_b, "tofu")  # {aggregate: (A - B, lo, hi)}
+    diff = paired_differences([a_seed0, a_seed1], [b_seed0, b_seed1], "tofu")  # seed-averaged A - B
 
 Questions are resampled with replacement within each set (forget and holdout too, for the
 membership-inference AUCs) (one draw of indices per set and
@@ -84,37 +85,56 @@ def intervals(records: Records, family: str, resamples: int = RESAMPLES, seed: i
     }
 
 
-def _paired(records_a: Records, records_b: Records) -> tuple[dict, dict]:
-    """Both models' records restricted to the questions of each set they share, in one order."""
-    a_out, b_out = {}, {}
-    for s in records_a:
-        if s not in records_b:
-            continue
-        b_by_q = {r["question"]: r for r in records_b[s]}
-        shared = [r for r in records_a[s] if r["question"] in b_by_q]
-        a_out[s], b_out[s] = shared, [b_by_q[r["question"]] for r in shared]
-    return a_out, b_out
+def _shared_questions(*models: Records) -> list[dict]:
+    """Every model's records restricted to the questions of each set that all of them hold, in
+    the first model's order (a pairing by question)."""
+    sets = [s for s in models[0] if all(s in m for m in models)]
+    by_q = [{s: {r["question"]: r for r in m[s]} for s in sets} for m in models]
+    out: list[dict] = [{} for _ in models]
+    for s in sets:
+        shared = [r["question"] for r in models[0][s] if all(r["question"] in q[s] for q in by_q)]
+        for i, q in enumerate(by_q):
+            out[i][s] = [q[s][question] for question in shared]
+    return out
 
 
-def paired_differences(records_a: Records, records_b: Records, family: str, resamples: int = RESAMPLES,
-                       seed: int = 0, level: float = LEVEL) -> dict[str, tuple[float, float, float] | None]:
-    """{aggregate: (A - B, lo, hi)} with the same questions drawn for both models in every resample."""
-    a, b = _paired(records_a, records_b)
-    cols_a, cols_b = ({s: _columns(rs) for s, rs in x.items()} for x in (a, b))
-    draws = _draws({s: len(rs) for s, rs in a.items()}, resamples, seed)
-    per_a = _aggregates_per_resample(_resampled_means(cols_a, draws), family, resamples)
-    per_b = _aggregates_per_resample(_resampled_means(cols_b, draws), family, resamples)
-    point_a = aggregate({s: {m: float(v.mean()) for m, v in c.items()} for s, c in cols_a.items()}, family)
-    point_b = aggregate({s: {m: float(v.mean()) for m, v in c.items()} for s, c in cols_b.items()}, family)
+def _point(columns: Mapping[str, Mapping[str, np.ndarray]], family: str) -> dict:
+    return aggregate({s: {m: float(v.mean()) for m, v in c.items()} for s, c in columns.items()}, family)
+
+
+def paired_differences(records_a: Records | Sequence[Records], records_b: Records | Sequence[Records],
+                       family: str, resamples: int = RESAMPLES, seed: int = 0,
+                       level: float = LEVEL) -> dict[str, tuple[float, float, float] | None]:
+    """{aggregate: (A - B, lo, hi)} with the same questions drawn for both models in every resample.
+
+    Either side may be a list of models (one method under several seeds): A - B is then the
+    difference of the seed-averaged aggregates, mean over A's models minus mean over B's, and
+    the same questions are drawn for every model of both sides, so the interval is the
+    question-sampling uncertainty of that difference (the seeds' own spread is reported beside it)."""
+    side_a = [records_a] if isinstance(records_a, Mapping) else list(records_a)
+    side_b = [records_b] if isinstance(records_b, Mapping) else list(records_b)
+    models = _shared_questions(*side_a, *side_b)
+    columns = [{s: _columns(rs) for s, rs in m.items()} for m in models]
+    draws = _draws({s: len(rs) for s, rs in models[0].items()}, resamples, seed)
+    per = [_aggregates_per_resample(_resampled_means(c, draws), family, resamples) for c in columns]
+    points = [_point(c, family) for c in columns]
+    n_a = len(side_a)
     out: dict[str, tuple[float, float, float] | None] = {}
-    for key in per_a:
-        if point_a.get(key) is None or point_b.get(key) is None:
+    for key in per[0]:
+        if any(p.get(key) is None for p in points):
             out[key] = None
             continue
-        diffs = [None if x is None or y is None else x - y for x, y in zip(per_a[key], per_b[key])]
+        diffs = [_side_difference([p[key][r] for p in per], n_a) for r in range(resamples)]
         bounds = percentile_bounds(diffs, level)
-        out[key] = None if bounds is None else (point_a[key] - point_b[key], *bounds)
+        out[key] = None if bounds is None else (_side_difference([p[key] for p in points], n_a), *bounds)
     return out
+
+
+def _side_difference(values: Sequence[float | None], n_a: int) -> float | None:
+    """mean(values[:n_a]) - mean(values[n_a:]); None when any value is undefined."""
+    if any(v is None for v in values):
+        return None
+    return float(np.mean(values[:n_a]) - np.mean(values[n_a:]))
 
 
 def retain_relative_intervals(model: Records, retain: Records, resamples: int = RESAMPLES, seed: int = 0,
@@ -126,7 +146,7 @@ def retain_relative_intervals(model: Records, retain: Records, resamples: int = 
     sets = [s for s in ("forget", "holdout") if model.get(s) and retain.get(s)]
     if len(sets) < 2:
         return {}
-    mine, theirs = _paired({s: model[s] for s in sets}, {s: retain[s] for s in sets})
+    mine, theirs = _shared_questions({s: model[s] for s in sets}, {s: retain[s] for s in sets})
     draws = _draws({s: len(rs) for s, rs in mine.items()}, resamples, seed)
     per: dict[str, list] = {}
     for r in range(resamples):

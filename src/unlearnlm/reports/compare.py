@@ -1,10 +1,13 @@
 """Paired differences between two evaluated models on the same questions (docs/method.md, section 7).
 
     unlearnlm compare runs/grid-lr1e-4:ME+GD runs/grid-lr1e-4:GA+GD
+    unlearnlm compare runs/evidence:ME+GD runs/evidence:GA+GD     # every seed of each method
 
-Each side is ``RUN_DIR:LABEL`` (a row of that run's results.json). Both models' per-example
-records are matched by question within each set; a paired bootstrap (the same questions drawn
-for both in every resample) gives the 95% interval of each aggregate's difference A - B.
+Each side is ``RUN_DIR:LABEL``: a row of that run's results.json, or a method of a run with
+``seeds=[...]`` (its rows ``METHOD/seedN``, pooled). Both sides' per-example records are
+matched by question within each set; a paired bootstrap (the same questions drawn for every
+model in every resample) gives the 95% interval of each aggregate's difference A - B, of the
+seed-averaged aggregates when a side pools seeds.
 """
 from __future__ import annotations
 
@@ -14,40 +17,71 @@ from unlearnlm.errors import DataError
 from unlearnlm.evaluation.intervals import RESAMPLES, paired_differences
 from unlearnlm.evaluation.store import SUMMARY, read_records
 from unlearnlm.io import read_json
-from unlearnlm.reports.runs import AGGREGATES, fmt, load_results
+from unlearnlm.reports.runs import AGGREGATES, fmt, is_final, load_results
 
 
-def model_records(spec: str) -> tuple[str, dict[str, list[dict]], str]:
-    """(label, {set: records}, data family) of ``RUN_DIR:LABEL``."""
-    run_dir, sep, label = spec.rpartition(":")
-    if not sep or not run_dir or not label:
-        raise DataError(f"compare: {spec!r} is not RUN_DIR:LABEL (e.g. runs/demo:ME+GD)")
-    rows = {r["label"]: r for r in load_results(run_dir)["rows"]}
-    if label not in rows:
-        raise DataError(f"compare: {run_dir} has no row {label!r}; its rows: {', '.join(rows)}")
-    row = rows[label]
-    if row.get("status") != "ok":
-        raise DataError(f"compare: {spec} did not finish ({row.get('error', row.get('status'))})")
+def _side_rows(run_dir: str, label: str, spec: str) -> list[dict]:
+    """The row ``label`` of the run, or every finished seed row of method ``label``."""
+    rows = load_results(run_dir)["rows"]
+    by_label = {r["label"]: r for r in rows}
+    if label in by_label:
+        chosen = [by_label[label]]
+    else:
+        chosen = [r for r in rows if r.get("method") == label and r.get("seed") is not None
+                  and r["label"].startswith(f"{label}/seed") and is_final(r)]
+        if not chosen:
+            raise DataError(f"compare: {run_dir} has no row or seeded method {label!r}; its rows: {', '.join(by_label)}")
+    for row in chosen:
+        if row.get("status") != "ok":
+            raise DataError(f"compare: {run_dir}:{row['label']} did not finish ({row.get('error', row.get('status'))})")
+    return chosen
+
+
+def _row_records(run_dir: str, row: dict) -> tuple[dict[str, list[dict]], str]:
     eval_dir = Path(run_dir) / row["eval_dir"]
     summary = read_json(eval_dir / SUMMARY) if (eval_dir / SUMMARY).is_file() else {}
     family = summary.get("family") or summary.get("scenario") or ("real_world" if "neighbor" in row["sets"] else "tofu")
     records = {s: read_records(eval_dir / f"{s}.jsonl") for s in row["sets"] if (eval_dir / f"{s}.jsonl").is_file()}
-    return label, records, family
+    return records, family
+
+
+def model_records(spec: str) -> tuple[list[str], list[dict[str, list[dict]]], str]:
+    """(labels, [{set: records}] one per model, data family) of ``RUN_DIR:LABEL``."""
+    run_dir, sep, label = spec.rpartition(":")
+    if not sep or not run_dir or not label:
+        raise DataError(f"compare: {spec!r} is not RUN_DIR:LABEL (e.g. runs/demo:ME+GD)")
+    rows = _side_rows(run_dir, label, spec)
+    loaded = [_row_records(run_dir, row) for row in rows]
+    families = {family for _, family in loaded}
+    if len(families) > 1:
+        raise DataError(f"compare: {spec} mixes data families {sorted(families)}")
+    return [r["label"] for r in rows], [records for records, _ in loaded], families.pop()
+
+
+def compare(spec_a: str, spec_b: str, resamples: int = RESAMPLES) -> dict:
+    """{"a": labels, "b": labels, "differences": {aggregate: (A - B, lo, hi) or None}}."""
+    labels_a, a, family = model_records(spec_a)
+    labels_b, b, family_b = model_records(spec_b)
+    if family != family_b:
+        raise DataError(f"compare: {spec_a} is {family} and {spec_b} is {family_b}: no shared questions")
+    return {"a": labels_a, "b": labels_b, "differences": paired_differences(a, b, family, resamples=resamples)}
+
+
+def verdict(lo: float, hi: float) -> str:
+    return "A higher" if lo > 0 else "B higher" if hi < 0 else "no clear difference"
 
 
 def compare_lines(spec_a: str, spec_b: str, resamples: int = RESAMPLES) -> list[str]:
     """The comparison as printable lines: per aggregate, A - B and its 95% paired interval."""
-    label_a, a, family = model_records(spec_a)
-    label_b, b, family_b = model_records(spec_b)
-    if family != family_b:
-        raise DataError(f"compare: {spec_a} is {family} and {spec_b} is {family_b}: no shared questions")
-    diffs = paired_differences(a, b, family, resamples=resamples)
+    result = compare(spec_a, spec_b, resamples)
     names = dict((key, column) for column, key in AGGREGATES)
-    lines = [f"A = {spec_a}, B = {spec_b}; paired bootstrap over shared questions, {resamples} resamples, 95%:"]
-    for key, value in diffs.items():
+    pooled = [f"{side} pools {len(labels)} models ({', '.join(labels)})"
+              for side, labels in (("A", result["a"]), ("B", result["b"])) if len(labels) > 1]
+    lines = [f"A = {spec_a}, B = {spec_b}; paired bootstrap over shared questions, {resamples} resamples, 95%"
+             + (f"; {'; '.join(pooled)}: seed-averaged aggregates" if pooled else "") + ":"]
+    for key, value in result["differences"].items():
         if value is None:
             continue
         diff, lo, hi = value
-        verdict = "A higher" if lo > 0 else "B higher" if hi < 0 else "no clear difference"
-        lines.append(f"  {names.get(key, key):10s} A - B = {fmt(diff)} [{fmt(lo)}, {fmt(hi)}]  {verdict}")
+        lines.append(f"  {names.get(key, key):10s} A - B = {fmt(diff)} [{fmt(lo)}, {fmt(hi)}]  {verdict(lo, hi)}")
     return lines
