@@ -14,8 +14,10 @@ from pathlib import Path
 
 from unlearnlm.evaluation.aggregates import MU_METRICS
 from unlearnlm.evaluation.store import read_records
+from unlearnlm.reports.compare import comparison_markdown
 from unlearnlm.reports.robustness import robustness_markdown
 from unlearnlm.reports.runs import RESULTS_FILE, is_final, load_results
+from unlearnlm.reports.seeds import seeds_markdown
 
 METRICS = MU_METRICS  # the paper's six, in the tables' order
 GRID_RUNS = ("grid-lr1e-4", "grid-lr5e-5")  # the first sets the method order (experiments/grid.yaml)
@@ -328,12 +330,51 @@ def family_table(root: Path, name: str, title: str) -> str:
     return "\n".join(out) + "\n"
 
 
+# Issue 17: the headline comparisons under 3 seeds at 100 examples per utility set, and on
+# forget05 (one seed). Pairs fixed before the runs: the paper's claims C1 and C2, and the two
+# strongest baselines of section 1b against the paper's two methods.
+EVIDENCE_PAIRS = (("C1", "ME+GD", "GA+GD"), ("C1", "ME+GD", "NPO+GD"), ("C1", "ME+GD", "DPO+GD"),
+                  ("C2", "IDK+AP", "IDK+GD"), ("C2", "IDK+AP", "DPO+GD"),
+                  ("baselines", "ME+GD", "UNDIAL+GD"), ("baselines", "ME+GD", "PDU"),
+                  ("baselines", "IDK+AP", "UNDIAL+GD"), ("baselines", "IDK+AP", "PDU"))
+
+
+def _comparisons(root: Path, name: str, res: dict) -> str:
+    """The paired-difference table of EVIDENCE_PAIRS whose two methods both have a finished row."""
+    done = {r["method"] for r in res["rows"] if r.get("method") and r["status"] == "ok" and is_final(r)}
+    pairs = [(claim, f"{root / name}:{a}", f"{root / name}:{b}") for claim, a, b in EVIDENCE_PAIRS
+             if a in done and b in done]
+    if not pairs:
+        return "No pair of compared methods has finished yet.\n"
+    return ("Each cell: A - B of the seed-averaged aggregate, its 95% paired bootstrap interval over "
+            "questions (the same questions drawn for every model), and how many seeds' own differences "
+            "share its sign.\n\n" + comparison_markdown(pairs))
+
+
+def evidence_tables(root: Path) -> str:
+    """Issue 17's study (experiments/evidence*.yaml): every method under 3 seeds with its
+    across-seed spread, and the claims' paired differences; forget05 at one seed."""
+    out = []
+    for name, title in (("evidence", "Evidence: 3 seeds, 100 examples per utility set"),
+                        ("evidence-forget05", "Evidence: forget05 (200 forget QA), one seed")):
+        res = _load(root, name)
+        if res is None:
+            out.append(f"## {title}\n\nNo `{name}` run found under {root}.\n")
+            continue
+        seeds = seeds_markdown(res).replace("## Across seeds", "Across seeds:", 1)
+        out += [family_table(root, name, title), seeds, f"Paired differences ({name}):\n", _comparisons(root, name, res)]
+    return "\n".join(out)
+
+
 def main(argv: list[str]) -> int:
-    """``summarise.py [RUNS] [--grid-only [--fe-bar X]]``: every table, or the grid's and its sweeps'."""
+    """``summarise.py [RUNS] [--records DIR] [--grid-only [--fe-bar X]]``: every table, or the grid's
+    and its sweeps'. ``--records``: the committed run directories of issue 17's study."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="?", default="runs")
     parser.add_argument("--grid-only", action="store_true", help="print only the grid and sweep tables")
     parser.add_argument("--fe-bar", type=float, help="selection bar instead of the median FE of the runs found")
+    parser.add_argument("--records", default="experiments/runs",
+                        help="run directories kept in git without their models (issue 17's study)")
     args = parser.parse_args(argv[1:])
     root = Path(args.runs)
     sweeps = [family_table(root, name, title) for name, title in SWEEP_RUNS]
@@ -351,6 +392,8 @@ def main(argv: list[str]) -> int:
         family_table(root, "gemma", "Second family: Gemma-3-270m"),
         quality_table(root, "gemma"),
         family_table(root, "real_world", "Real-world"),
+        evidence_tables(Path(args.records)),
+        quality_table(Path(args.records), "evidence"),
     ]))
     return 0
 

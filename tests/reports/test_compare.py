@@ -48,3 +48,22 @@ def test_compare_pools_the_seeds_of_a_method(tmp_path, capsys):
     assert "FE         A - B = -0.100 [-0.100, -0.100]" in capsys.readouterr().out
     assert main(["compare", f"{run}:Z", f"{run}:B"]) == 2
     assert "no row or seeded method 'Z'" in capsys.readouterr().err
+
+
+def test_comparison_markdown_counts_the_seeds_that_agree(tmp_path):
+    from unlearnlm.reports.compare import comparison_markdown
+
+    run = tmp_path / "run"
+    rows = []
+    for method, shifts in (("A", (0.0, 0.1)), ("B", (0.02, 0.02))):
+        for seed, shift in enumerate(shifts):
+            row = _model(run, f"{method}_seed{seed}", shift)
+            fe = 0.4 + shift  # FE rises as the scores fall
+            rows.append({**row, "label": f"{method}/seed{seed}", "method": method, "seed": seed,
+                         "aggregates": {"forget_efficacy": fe}})
+    (run / "results.json").write_text(json.dumps({"run_name": "run", "rows": rows}))
+    table = comparison_markdown([("C1", f"{run}:A", f"{run}:B")], resamples=100, keys=(("FE", "forget_efficacy"),))
+    # seed-averaged shifts 0.05 against 0.02: every score of A is 0.03 lower, FE(A) - FE(B) = +0.03
+    # in every resample; the rows' own FE differ by 0.40 - 0.42 (seed 0) and 0.50 - 0.42 (seed 1):
+    # one of the two seeds shares the sign
+    assert "| C1 | A | B | +0.030 [+0.030, +0.030]; 1/2 seeds |" in table

@@ -144,3 +144,36 @@ def test_robustness_table_shows_fe_under_each_attack_and_the_recovery(tmp_path):
     relearn = {**entry, "attack": "relearn", "scored": "second_half", "fe_baseline": 0.15}
     (tmp_path / "attacks" / "results.json").write_text(json.dumps({"rows": [], "robustness": [relearn]}))
     assert "| target | 0.150 | — |" in summarise.robustness_table(tmp_path)
+
+
+def test_evidence_tables_pool_seeds_and_compare_the_claims_pairs(tmp_path):
+    """Two seeds of ME+GD and GA+GD whose every score differs by a constant: the table shows the
+    exact seed-averaged difference with a degenerate interval, and the pairs not run are left out."""
+    from unlearnlm.evaluation.aggregates import MU_METRICS
+
+    run = tmp_path / "evidence"
+    rows = []
+    for method, shift in (("target", 0.0), ("ME+GD", 0.3), ("GA+GD", 0.1)):
+        for seed in ((None,) if method == "target" else (0, 1)):
+            label = method if seed is None else f"{method}/seed{seed}"
+            eval_dir = run / "eval" / label.replace("/", "_")
+            eval_dir.mkdir(parents=True)
+            for s in ("forget", "retain"):
+                recs = [{"question": f"{s}{i}", **{m: 0.6 + 0.02 * i - shift for m in MU_METRICS}} for i in range(8)]
+                (eval_dir / f"{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+            (eval_dir / "summary.json").write_text(json.dumps({"family": "tofu"}))
+            fe = 0.3 + shift + 0.01 * (seed or 0)
+            rows.append({"label": label, "method": None if seed is None else method, "seed": seed, "lr": 1e-4,
+                         "epoch": None, "task": None, "status": "ok", "eval_dir": f"eval/{label.replace('/', '_')}",
+                         "aggregates": {"model_utility": 0.5, "mu_retain": 0.8, "forget_efficacy": fe},
+                         "intervals": {"forget_efficacy": [fe - 0.05, fe + 0.05]},
+                         "sets": {"forget": dict.fromkeys(summarise.METRICS, 0.3), "retain": {}}})
+    (run / "results.json").write_text(json.dumps({"run_name": "evidence", "model": "m", "forget": "forget01 task 1",
+                                                  "rows": rows}))
+    text = summarise.evidence_tables(tmp_path)
+    # ME+GD's scores are 0.2 below GA+GD's on every question of both seeds: FE +0.2 exactly
+    assert "| C1 | ME+GD | GA+GD | +0.200 [+0.200, +0.200]; 2/2 seeds |" in text
+    assert "NPO+GD" not in text  # not run: no row, no comparison
+    # across seeds: FE of ME+GD is 0.6 and 0.61, mean 0.605, sd 0.00707, bootstrap half-width 0.05
+    assert "0.605 ± 0.007 (CI ±0.050)" in text
+    assert "No `evidence-forget05` run found" in text

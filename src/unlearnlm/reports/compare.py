@@ -17,7 +17,7 @@ from unlearnlm.errors import DataError
 from unlearnlm.evaluation.intervals import RESAMPLES, paired_differences
 from unlearnlm.evaluation.store import SUMMARY, read_records
 from unlearnlm.io import read_json
-from unlearnlm.reports.runs import AGGREGATES, fmt, is_final, load_results
+from unlearnlm.reports.runs import AGGREGATES, is_final, load_results
 
 
 def _side_rows(run_dir: str, label: str, spec: str) -> list[dict]:
@@ -67,6 +67,11 @@ def compare(spec_a: str, spec_b: str, resamples: int = RESAMPLES) -> dict:
     return {"a": labels_a, "b": labels_b, "differences": paired_differences(a, b, family, resamples=resamples)}
 
 
+def signed(value: float) -> str:
+    """A difference: +0.190, -0.031 (float noise below 5e-4 prints as +0.000)."""
+    return f"{value + 0.0:+.3f}" if abs(value) >= 5e-4 else "+0.000"
+
+
 def verdict(lo: float, hi: float) -> str:
     return "A higher" if lo > 0 else "B higher" if hi < 0 else "no clear difference"
 
@@ -83,5 +88,40 @@ def compare_lines(spec_a: str, spec_b: str, resamples: int = RESAMPLES) -> list[
         if value is None:
             continue
         diff, lo, hi = value
-        lines.append(f"  {names.get(key, key):10s} A - B = {fmt(diff)} [{fmt(lo)}, {fmt(hi)}]  {verdict(lo, hi)}")
+        lines.append(f"  {names.get(key, key):10s} A - B = {signed(diff)} [{signed(lo)}, {signed(hi)}]  {verdict(lo, hi)}")
     return lines
+
+
+def seed_differences(spec_a: str, spec_b: str, key: str) -> list[float]:
+    """A - B of aggregate ``key`` for each seed both sides ran (their rows' values, in seed order)."""
+    (run_a, _, label_a), (run_b, _, label_b) = spec_a.rpartition(":"), spec_b.rpartition(":")
+    by_seed = [{r.get("seed"): r["aggregates"].get(key) for r in _side_rows(run, label, spec)}
+               for run, label, spec in ((run_a, label_a, spec_a), (run_b, label_b, spec_b))]
+    seeds = sorted(s for s in by_seed[0] if s in by_seed[1] and s is not None)
+    return [by_seed[0][s] - by_seed[1][s] for s in seeds if by_seed[0][s] is not None and by_seed[1][s] is not None]
+
+
+COMPARED = (("FE", "forget_efficacy"), ("MU Retain", "mu_retain"), ("MU", "model_utility"))
+
+
+def _claim_cell(value, per_seed: list[float]) -> str:
+    if value is None:
+        return "—"
+    diff, lo, hi = value
+    agree = sum((d > 0) == (diff > 0) and d != 0 for d in per_seed)
+    seeds = f"; {agree}/{len(per_seed)} seeds" if len(per_seed) > 1 else ""
+    return f"{signed(diff)} [{signed(lo)}, {signed(hi)}]{seeds}"
+
+
+def comparison_markdown(pairs: list[tuple[str, str, str]], resamples: int = RESAMPLES,
+                        keys: tuple[tuple[str, str], ...] = COMPARED) -> str:
+    """A Markdown table of paired differences, one line per (claim, RUN:A, RUN:B): each cell
+    A - B [95% interval], and with several seeds how many of the per-seed differences share the
+    sign of the seed-averaged one."""
+    lines = ["| claim | A | B | " + " | ".join(f"{name}: A - B" for name, _ in keys) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in keys) + " |"]
+    for claim, spec_a, spec_b in pairs:
+        diffs = compare(spec_a, spec_b, resamples)["differences"]
+        cells = [_claim_cell(diffs.get(key), seed_differences(spec_a, spec_b, key)) for _, key in keys]
+        lines.append(f"| {claim} | {spec_a.rpartition(':')[2]} | {spec_b.rpartition(':')[2]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
