@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
+
+import pytest
 
 from unlearnlm.cli import main
 from unlearnlm.config import load_config
@@ -231,3 +234,24 @@ def test_a_run_restored_without_models_or_cache_retrains_and_reevaluates_nothing
     assert [r["label"] for r in again] == [r["label"] for r in first]
     for old, new in zip(first, again):
         assert new["aggregates"] == old["aggregates"]
+
+
+def test_a_resumed_run_refuses_a_target_with_other_weights(tiny_run_overrides, tmp_path):
+    """The target is refitted on a fresh machine when a run resumes there; if its weights differ
+    (another processor's float sums), the run stops with a one-line error instead of mixing."""
+    from safetensors.torch import load_file, save_file
+
+    from unlearnlm.errors import ConfigError
+
+    overrides = tiny_run_overrides + ["methods=[GA+GD]"]
+    run_dir = run(load_config("demo", overrides))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    target = Path(manifest["start_models"]["target"]["path"])
+    assert len(manifest["start_models"]["target"]["weights_sha256"]) == 64
+    run(load_config("demo", overrides))  # the same weights: resumes
+    weights = load_file(target / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1e-3
+    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match="started from a target model with other weights"):
+        run(load_config("demo", overrides))

@@ -17,7 +17,7 @@ from unlearnlm.config.load import config_to_dict, model_key_options
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data import tofu
 from unlearnlm.data.loading import resolve_data_dir
-from unlearnlm.errors import NumericalError
+from unlearnlm.errors import ConfigError, NumericalError
 from unlearnlm.data.holdout import holdout_rows
 from unlearnlm.evaluation.aggregates import MIA_METRICS
 from unlearnlm.evaluation.evaluate import compare_with_retain, evaluate_model, is_evaluated
@@ -194,7 +194,16 @@ class Run:
         return models
 
     def record_start(self, models: dict[str, StartModel]) -> None:
+        """Record the starting models in the manifest; a resumed run whose starting model has
+        other weights (refitted on another processor, or changed) is refused, not mixed."""
         manifest = read_json(self.dir / "manifest.json")
+        before = manifest.get("start_models", {})
+        for w, m in models.items():
+            old, new = before.get(w, {}).get("weights_sha256"), m.source.get("weights_sha256")
+            if old and new and old != new:
+                raise ConfigError(f"run_name: {self.dir} started from a {w} model with other weights (sha256 "
+                                  f"{old[:12]}, now {new[:12]} at {m.path}); its results would mix two {w} models: "
+                                  "choose another run_name")
         write_json(self.dir / "manifest.json", manifest | {"start_models": {w: m.source for w, m in models.items()}})
 
     def attack(self, cached_only: bool = False, labels: set[str] | None = None) -> None:

@@ -21,6 +21,20 @@ from unlearnlm.training.layout import ModelFolder
 from unlearnlm.utils import log
 
 
+def weights_sha256(path: Path) -> str | None:
+    """sha256 over the folder's ``*.safetensors`` files in name order (None for a folder without
+    them): what a resumed run checks, so that one run never mixes two different targets."""
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 24):
+                h.update(block)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class StartModel:
     path: Path
@@ -48,7 +62,8 @@ def _given(cfg: RunConfig, option: str, spec: str) -> StartModel:
     path = local_model(spec, cfg.model.cache_dir)
     if option != "model.name":
         log(f"[{option.split('.')[1]}] using {spec} ({path}); not fine-tuned here")
-    return StartModel(path, {"from": option, "spec": spec, "path": str(path)}, _evaluations_dir(cfg, path))
+    return StartModel(path, {"from": option, "spec": spec, "path": str(path), "weights_sha256": weights_sha256(path)},
+                      _evaluations_dir(cfg, path))
 
 
 def start_models(cfg: RunConfig, which: tuple[str, ...]) -> dict[str, StartModel]:
@@ -57,8 +72,8 @@ def start_models(cfg: RunConfig, which: tuple[str, ...]) -> dict[str, StartModel
     models = {w: _given(cfg, f"model.{w}", given[w]) for w in which if given[w]}
     todo = tuple(w for w in which if w not in models)
     for w, path in (finetune_models(cfg, which=todo) if todo else {}).items():
-        models[w] = StartModel(path, {"from": "fine-tuned here", "base": cfg.model.name, "path": str(path)},
-                               path / "evaluations")
+        models[w] = StartModel(path, {"from": "fine-tuned here", "base": cfg.model.name, "path": str(path),
+                                      "weights_sha256": weights_sha256(path)}, path / "evaluations")
     return {w: models[w] for w in which}
 
 
