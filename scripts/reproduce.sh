@@ -91,16 +91,17 @@ attacks() {  # issue 18: every attack on the selected runs of seven methods, one
   study attacks --preset experiments/grid.yaml unlearn.train.lr=1e-4 run_name=attacks "$seven" "$all" \
     unlearn.per_method.SimNPO+GD.forget_coeff=1.0 unlearn.per_method.RMU.lr=1e-2 unlearn.per_method.DPO+GD.lr=5e-5
 }
-# Issue 17: three seeds, 100 examples per utility set; forget05 for four methods. Two lanes of
-# one thread each, always (a model's weights depend on the thread count, and these run
-# directories are committed under experiments/runs without their models, so that a study spread
-# over several sessions resumes from its finished evaluations on a fresh machine).
+# Issue 17: three seeds, 100 examples per utility set; then forget05 for four methods. One
+# job of two threads after the other, always: a model's weights depend on the thread count, and
+# these run directories are committed under experiments/runs without their models, so that a
+# study spread over several sessions resumes from its finished evaluations on a fresh machine
+# (the run refuses to resume if the refitted target's weights differ). Every method at seed 0
+# comes before seed 1, so each session's share is a complete comparison.
 RECORDS=${RECORDS:-experiments/runs}
 evidence() {
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 study evidence --preset experiments/evidence.yaml output_dir=$RECORDS & a=$!
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 study evidence-forget05 --preset experiments/evidence_forget05.yaml \
-    output_dir=$RECORDS & b=$!
-  wait $a && wait $b
+  OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 study evidence --preset experiments/evidence.yaml output_dir=$RECORDS
+  OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 study evidence-forget05 --preset experiments/evidence_forget05.yaml \
+    output_dir=$RECORDS
 }
 if [ "${1:-all}" = evidence ]; then  # bash scripts/reproduce.sh evidence: that study alone, then the tables
   evidence
