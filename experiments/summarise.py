@@ -1,6 +1,7 @@
 """Markdown tables for docs/results.md, read from the run directories of scripts/reproduce.sh.
 
     python experiments/summarise.py runs > docs/results/tables.md
+    python experiments/summarise.py --evidence-only > docs/results/evidence.md   # issue 17, from experiments/runs
 
 Every number comes from a run's results.json; nothing here is typed by hand. A study whose run
 directory is missing or unfinished is reported as such.
@@ -367,16 +368,20 @@ def evidence_tables(root: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``summarise.py [RUNS] [--records DIR] [--grid-only [--fe-bar X]]``: every table, or the grid's
-    and its sweeps'. ``--records``: the committed run directories of issue 17's study."""
+    """``summarise.py [RUNS] [--records DIR] [--grid-only [--fe-bar X] | --evidence-only]``: every
+    table, or the grid's and its sweeps', or issue 17's (``--records``: its committed run directories)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="?", default="runs")
     parser.add_argument("--grid-only", action="store_true", help="print only the grid and sweep tables")
     parser.add_argument("--fe-bar", type=float, help="selection bar instead of the median FE of the runs found")
     parser.add_argument("--records", default="experiments/runs",
                         help="run directories kept in git without their models (issue 17's study)")
+    parser.add_argument("--evidence-only", action="store_true", help="print only issue 17's study tables")
     args = parser.parse_args(argv[1:])
     root = Path(args.runs)
+    if args.evidence_only:
+        print("\n".join([evidence_tables(Path(args.records)), quality_table(Path(args.records), "evidence")]))
+        return 0
     sweeps = [family_table(root, name, title) for name, title in SWEEP_RUNS]
     if args.grid_only:
         print("\n".join([grid_tables(root, args.fe_bar), *sweeps, privacy_table(root)]))

@@ -105,7 +105,7 @@ evidence() {
 }
 if [ "${1:-all}" = evidence ]; then  # bash scripts/reproduce.sh evidence: that study alone, then the tables
   evidence
-  .venv/bin/python experiments/summarise.py runs --records $RECORDS > docs/results/tables.md
+  .venv/bin/python experiments/summarise.py --evidence-only --records $RECORDS > docs/results/evidence.md
   exit
 fi
 if [ "${LANES:-2}" = 1 ]; then
