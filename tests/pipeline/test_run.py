@@ -255,3 +255,15 @@ def test_a_resumed_run_refuses_a_target_with_other_weights(tiny_run_overrides, t
     save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ConfigError, match="started from a target model with other weights"):
         run(load_config("demo", overrides))
+
+
+def test_the_manifest_names_the_processor_and_thread_count():
+    import torch
+
+    from unlearnlm.training.manifest import environment_info
+
+    info = environment_info()
+    assert info["threads"] == torch.get_num_threads()
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    assert info["cpu"] == (names[0] if names else None)
