@@ -19,6 +19,7 @@ from unlearnlm.reports.compare import comparison_markdown
 from unlearnlm.reports.robustness import robustness_markdown
 from unlearnlm.reports.runs import RESULTS_FILE, is_final, load_results
 from unlearnlm.reports.seeds import seeds_markdown
+from unlearnlm.reports.table import render_markdown, results_table
 
 METRICS = MU_METRICS  # the paper's six, in the tables' order
 GRID_RUNS = ("grid-lr1e-4", "grid-lr5e-5")  # the first sets the method order (experiments/grid.yaml)
@@ -352,6 +353,10 @@ def _comparisons(root: Path, name: str, res: dict) -> str:
             "share its sign.\n\n" + comparison_markdown(pairs))
 
 
+# Issue 17's table: the headline aggregates with their 95% intervals (reports/table.py columns).
+EVIDENCE_COLUMNS = ("label", "MU", "MU_retain", "TOFU_MU", "FE", "FQ", "privleak", "AUC_MinK++")
+
+
 def evidence_tables(root: Path) -> str:
     """Issue 17's study (experiments/evidence*.yaml): every method under 3 seeds with its
     across-seed spread, and the claims' paired differences; forget05 at one seed."""
@@ -363,7 +368,9 @@ def evidence_tables(root: Path) -> str:
             out.append(f"## {title}\n\nNo `{name}` run found under {root}.\n")
             continue
         seeds = seeds_markdown(res).replace("## Across seeds", "Across seeds:", 1)
-        out += [family_table(root, name, title), seeds, f"Paired differences ({name}):\n", _comparisons(root, name, res)]
+        out += [family_table(root, name, title), f"With 95% bootstrap intervals ({name}):\n",
+                render_markdown([r for r in results_table(res) if is_final(r)], EVIDENCE_COLUMNS),
+                seeds, f"Paired differences ({name}):\n", _comparisons(root, name, res)]
     return "\n".join(out)
 
 

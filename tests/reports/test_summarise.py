@@ -177,3 +177,5 @@ def test_evidence_tables_pool_seeds_and_compare_the_claims_pairs(tmp_path):
     # across seeds: FE of ME+GD is 0.6 and 0.61, mean 0.605, sd 0.00707, bootstrap half-width 0.05
     assert "0.605 ± 0.007 (CI ±0.050)" in text
     assert "No `evidence-forget05` run found" in text
+    # the rows with their intervals: ME+GD seed 0 has FE 0.6 in [0.55, 0.65]
+    assert "| ME+GD/seed0 | 0.500 | 0.800 | — | 0.600 [0.550, 0.650] |" in text

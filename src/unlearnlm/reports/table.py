@@ -132,9 +132,10 @@ def _md_cell(row: Mapping[str, Any], column: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A GitHub Markdown table of ``results_table`` rows (3 decimals), then a legend."""
-    columns = _shown(rows)
+def render_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table of ``results_table`` rows (3 decimals), then a legend.
+    ``columns``: these columns only (e.g. ``["label", "MU", "FE"]``), else every one with a value."""
+    columns = list(columns) if columns else _shown(rows)
     lines = [
         "| " + " | ".join(_short(c) for c in columns) + " |",
         "| " + " | ".join("---" if c in ID_COLUMNS else "---:" for c in columns) + " |",
