@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -139,8 +140,10 @@ def test_published_target_and_retain_models_skip_finetuning(make_tiny_overrides,
     assert unlearned["base_model"] == str(target)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["start_models"] == {
-        "target": {"from": "model.target", "spec": str(target), "path": str(target)},
-        "retain": {"from": "model.retain", "spec": str(retain), "path": str(retain)}}
+        "target": {"from": "model.target", "spec": str(target), "path": str(target),
+                   "weights_sha256": _sha256_of_one_file(target / "model.safetensors")},
+        "retain": {"from": "model.retain", "spec": str(retain), "path": str(retain),
+                   "weights_sha256": _sha256_of_one_file(retain / "model.safetensors")}}
     # the given folders are not written into: their evaluations are cached in unlearnlm's cache
     assert _tree(tmp_path / "hub") == before
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "evaluations").iterdir())
@@ -267,3 +270,8 @@ def test_the_manifest_names_the_processor_and_thread_count():
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     assert info["cpu"] == (names[0] if names else None)
+
+
+def _sha256_of_one_file(path: Path) -> str:
+    """The checksum of a single-file checkpoint, computed in one read (not in blocks)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
