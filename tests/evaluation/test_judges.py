@@ -19,7 +19,11 @@ from unlearnlm.evaluation.judges.embedder import SentenceEmbedder, packaged_mini
 from unlearnlm.evaluation.judges.factory import load_nli_judge  # noqa: E402
 from unlearnlm.evaluation.judges.labels import LABELS, entailment_label_id, normalize_labels  # noqa: E402
 from unlearnlm.evaluation.judges.nli import NLIJudge  # noqa: E402
-from unlearnlm.evaluation.judges.nli_offline import offline_judge_key  # noqa: E402
+from unlearnlm.evaluation.judges.nli_offline import (  # noqa: E402
+    _length_bucketed_batches,
+    build_offline_nli,
+    offline_judge_key,
+)
 from unlearnlm.evaluation.judges.nli_pairs import make_nli_pairs  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("UNLEARNLM_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
@@ -295,6 +299,41 @@ def test_offline_key_depends_on_questions_and_params():
     assert k == offline_judge_key(["a", "b", "a"], {"epochs": 1}) and len(k) == 12
     assert k != offline_judge_key({"a"}, {"epochs": 1})
     assert k != offline_judge_key({"a", "b"}, {"epochs": 2})
+
+
+def test_length_bucketed_batches_cover_every_example_once_sorted_within_chunks():
+    import random
+
+    lengths = [(7 * i) % 23 for i in range(230)]  # 230 examples, batch 2: chunks of 100, 100, 30
+    batches = _length_bucketed_batches(lengths, 2, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(230))
+    assert all(len(b) <= 2 for b in batches) and len(batches) == 115
+    assert all(lengths[b[0]] <= lengths[b[-1]] for b in batches)  # sorted inside each batch
+    again = _length_bucketed_batches(lengths, 2, random.Random(0))
+    assert again == batches and again != _length_bucketed_batches(lengths, 2, random.Random(1))
+
+
+def test_a_small_offline_judge_build_is_deterministic_and_reused(tmp_path):
+    if not (DATA_DIR / "tofu" / "forget10_perturbed.json").is_file():
+        pytest.skip("shared TOFU data not found")
+    import hashlib
+
+    small = dict(max_pairs=12, epochs=1, progress=False, max_heldout_pairs=6, num_threads=1)
+    exclude = ["What is the full name of the author born in Kuwait City, Kuwait on 08/09/1956?"]
+    first = build_offline_nli(DATA_DIR, exclude, tmp_path / "a", **small)
+    second = build_offline_nli(DATA_DIR, exclude, tmp_path / "b", **small)
+    assert first.name == second.name  # the same key, from the same questions and parameters
+    weights = [hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest() for d in (first, second)]
+    assert weights[0] == weights[1]  # same seed, same judge
+    info = json.loads((first / "judge_info.json").read_text())
+    # balanced over the 3 labels: the largest multiple of 3 within max_pairs (40 would give 39)
+    assert info["n_train_pairs"] == 12 and info["excluded_authors"] == 1 and info["params"]["max_pairs"] == 12
+    assert 0 <= info["heldout_accuracy"] <= 1 and not list((tmp_path / "a").glob(".*.tmp"))
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert build_offline_nli(DATA_DIR, exclude, tmp_path / "a", **small) == first  # reused, not rebuilt
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+    other_seed = build_offline_nli(DATA_DIR, exclude, tmp_path / "a", seed=1, **small)
+    assert other_seed != first
 
 
 # --------------------------------------------------------------------------- the real offline judge

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from unlearnlm.errors import ConfigError, DataError, ModelError
+from unlearnlm.errors import ConfigError, DataError, ModelError, NumericalError
 from unlearnlm.evaluation.judges.embedder import (
     PACKAGED_MINILM_DIST,
     PACKAGED_MINILM_NAME,
@@ -159,46 +159,59 @@ def build_offline_nli(
 
     ``num_threads``: torch CPU threads during the build (None: torch's setting). On a CPU
     shared with other busy processes, 1 thread can be several times faster than 2."""
-    import torch
-
     if max_pairs < 3:
         raise ConfigError(f"offline NLI judge: max_pairs must be >= 3, got {max_pairs}")
     if epochs < 1:
         raise ConfigError(f"offline NLI judge: epochs must be >= 1, got {epochs}")
+    if num_threads is not None and num_threads < 1:
+        raise ConfigError(f"offline NLI judge: num_threads must be >= 1, got {num_threads}")
     exclude = set(exclude_questions)
     pairs_file = _tofu_pairs_file(data_dir)
-    base = packaged_minilm_path()
-
-    from unlearnlm.data.bundle import content_sha256
-
-    params = {
-        "format": _BUILD_FORMAT,
-        "base_model": f"{PACKAGED_MINILM_NAME}@{PACKAGED_MINILM_DIST}=={_packaged_version()}",
-        "data_sha256": content_sha256(pairs_file),
-        "max_pairs": int(max_pairs),
-        "epochs": int(epochs),
-        "seed": int(seed),
-        "lr": float(lr),
-        "batch_size": int(batch_size),
-        "max_length": int(max_length),
-        "heldout_fraction": float(heldout_fraction),
-        "swap_fraction": float(swap_fraction),
-        "question_fraction": float(question_fraction),
-        "max_heldout_pairs": int(max_heldout_pairs),
-    }
+    params = _build_params(
+        pairs_file, max_pairs=max_pairs, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
+        max_length=max_length, heldout_fraction=heldout_fraction, swap_fraction=swap_fraction,
+        question_fraction=question_fraction, max_heldout_pairs=max_heldout_pairs,
+    )
     key = offline_judge_key(exclude, params)
     cache_dir = Path(cache_dir).expanduser()
     out = cache_dir / f"nli-{key}"
     if _is_complete(out):
         if progress:
-            info = json.loads((out / JUDGE_INFO).read_text(encoding="utf-8"))
-            acc = info.get("heldout_accuracy")
+            acc = json.loads((out / JUDGE_INFO).read_text(encoding="utf-8")).get("heldout_accuracy")
             print(f"NLI judge: using cached {out} (held-out accuracy {acc if acc is None else round(acc, 3)})")
         return out
+    t0 = time.time()
+    pairs = _training_pairs(pairs_file, exclude, params)
+    with _torch_threads(num_threads):
+        tokenizer, model, use_bf16 = _train(pairs, params, progress)
+        accuracy, recall = _evaluate(model, tokenizer, pairs.heldout, max_length)
+        print(
+            f"NLI judge held-out accuracy: {accuracy:.3f} ({len(pairs.heldout)} pairs, "
+            f"{len(pairs.heldout_authors)} authors held out)",
+            flush=True,
+        )
+        info = _judge_info(pairs, pairs_file, params, key, len(exclude), accuracy, recall,
+                           seconds=time.time() - t0, use_bf16=use_bf16)
+    _save_atomically(model, tokenizer, info, out)
+    return out
 
+
+def _build_params(pairs_file: Path, **build: Any) -> dict:
+    """Everything that determines the built judge: its cache key is a hash of these."""
+    from unlearnlm.data.bundle import content_sha256
+
+    casts = {"lr": float, "heldout_fraction": float, "swap_fraction": float, "question_fraction": float}
+    return {
+        "format": _BUILD_FORMAT,
+        "base_model": f"{PACKAGED_MINILM_NAME}@{PACKAGED_MINILM_DIST}=={_packaged_version()}",
+        "data_sha256": content_sha256(pairs_file),
+        **{name: casts.get(name, int)(value) for name, value in build.items()},
+    }
+
+
+def _training_pairs(pairs_file: Path, exclude: set[str], params: Mapping[str, Any]) -> NLIPairs:
     from unlearnlm.data.loading import read_jsonl
 
-    t0 = time.time()
     rows = read_jsonl(
         pairs_file,
         required=["question", "answer", "paraphrased_answer", "perturbed_answer"],
@@ -207,62 +220,40 @@ def build_offline_nli(
     pairs = make_nli_pairs(
         rows,
         exclude,
-        seed,
-        max_pairs=max_pairs,
-        max_heldout_pairs=max_heldout_pairs,
-        heldout_fraction=heldout_fraction,
-        swap_fraction=swap_fraction,
-        question_fraction=question_fraction,
+        params["seed"],
+        max_pairs=params["max_pairs"],
+        max_heldout_pairs=params["max_heldout_pairs"],
+        heldout_fraction=params["heldout_fraction"],
+        swap_fraction=params["swap_fraction"],
+        question_fraction=params["question_fraction"],
     )
     if not pairs.train or not pairs.heldout:
         raise DataError(
             f"{pairs_file}: too few authors for the offline NLI judge after excluding the evaluation "
             f"authors ({len(pairs.eligible_authors)} eligible of {len(rows) // ROWS_PER_AUTHOR})"
         )
+    return pairs
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int | None):
+    """torch's CPU thread count set to ``num_threads`` (None: unchanged) for the block."""
+    import torch
 
     old_threads = torch.get_num_threads()
     if num_threads is not None:
-        if num_threads < 1:
-            raise ConfigError(f"offline NLI judge: num_threads must be >= 1, got {num_threads}")
         torch.set_num_threads(int(num_threads))
     try:
-        return _train_and_save(
-            pairs, pairs_file, base, params, key, exclude, out, cache_dir, seed, progress, t0,
-            epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
-        )
+        yield
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train_and_save(
-    pairs: NLIPairs,
-    pairs_file: Path,
-    base: Path,
-    params: Mapping[str, Any],
-    key: str,
-    exclude: set[str],
-    out: Path,
-    cache_dir: Path,
-    seed: int,
-    progress: bool,
-    t0: float,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    max_length: int,
-) -> Path:
-    import torch
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        get_linear_schedule_with_warmup,
-    )
+def _load_classifier(base: Path):
+    """The packaged MiniLM with a fresh 3-way head; its embedding matrix frozen."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    random.seed(seed)
-    torch.manual_seed(seed)
-    id2label = {i: lab for i, lab in enumerate(LABELS)}
-    label2id = {lab: i for i, lab in id2label.items()}
+    id2label = dict(enumerate(LABELS))
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True, trust_remote_code=False)
@@ -270,7 +261,7 @@ def _train_and_save(
                 str(base),
                 num_labels=len(LABELS),
                 id2label=id2label,
-                label2id=label2id,
+                label2id={lab: i for i, lab in id2label.items()},
                 use_safetensors=True,
                 local_files_only=True,
                 trust_remote_code=False,
@@ -280,19 +271,28 @@ def _train_and_save(
     # The word-embedding matrix is half the parameters: freezing it saves ~15% of each step
     # (its dense gradient and AdamW update) at no measurable cost in accuracy.
     model.get_input_embeddings().weight.requires_grad_(False)
-    model.train()
+    return tokenizer, model
 
-    enc = tokenizer(
-        [p.premise for p in pairs.train],
-        [p.hypothesis for p in pairs.train],
-        truncation=True,
-        max_length=max_length,
-    )
-    features = [
-        {k: enc[k][i] for k in enc.keys()} | {"labels": label2id[p.label]} for i, p in enumerate(pairs.train)
-    ]
-    steps_per_epoch = math.ceil(len(features) / batch_size)
-    total_steps = steps_per_epoch * epochs
+
+def _length_bucketed_batches(lengths: Sequence[int], batch_size: int, gen: random.Random) -> list[list[int]]:
+    """One epoch's batches of example indices: shuffled, then sorted by length within chunks of 50
+    batches (less padding), and the batches shuffled."""
+    idx = list(range(len(lengths)))
+    gen.shuffle(idx)
+    chunk = batch_size * 50
+    batches = []
+    for c in range(0, len(idx), chunk):
+        part = sorted(idx[c : c + chunk], key=lambda i: lengths[i])
+        batches.extend(part[b : b + batch_size] for b in range(0, len(part), batch_size))
+    gen.shuffle(batches)
+    return batches
+
+
+def _optimizer(model, lr: float, total_steps: int):
+    """AdamW (no weight decay on biases and norms) with 10% linear warm-up, then linear decay."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
     no_decay = ("bias", "LayerNorm.weight", "layernorm", "layer_norm")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
@@ -300,37 +300,38 @@ def _train_and_save(
         {"params": [p for n, p in trainable if any(s in n for s in no_decay)], "weight_decay": 0.0},
     ]
     optim = torch.optim.AdamW(groups, lr=lr)
-    sched = get_linear_schedule_with_warmup(optim, max(1, int(0.1 * total_steps)), total_steps)
+    return optim, get_linear_schedule_with_warmup(optim, max(1, int(0.1 * total_steps)), total_steps)
+
+
+def _train(pairs: NLIPairs, params: Mapping[str, Any], progress: bool):
+    """Fine-tune the classifier on ``pairs.train``; returns (tokenizer, model, whether bf16 autocast ran)."""
+    import torch
+
+    seed, batch_size, epochs = params["seed"], params["batch_size"], params["epochs"]
+    random.seed(seed)
+    torch.manual_seed(seed)
+    tokenizer, model = _load_classifier(packaged_minilm_path())
+    model.train()
+    label2id = model.config.label2id
+    enc = tokenizer([p.premise for p in pairs.train], [p.hypothesis for p in pairs.train],
+                    truncation=True, max_length=params["max_length"])
+    features = [{k: enc[k][i] for k in enc.keys()} | {"labels": label2id[p.label]} for i, p in enumerate(pairs.train)]
+    total_steps = math.ceil(len(features) / batch_size) * epochs
+    optim, sched = _optimizer(model, params["lr"], total_steps)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     use_bf16 = _bf16_autocast_ok()
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, desc="building offline NLI judge", unit="step")
+    bar = _progress_bar(total_steps) if progress else None
     gen = random.Random(seed)
     running = None
     for _epoch in range(epochs):
-        idx = list(range(len(features)))
-        gen.shuffle(idx)
-        # Length-bucketed batches (shuffled chunks of 50 batches sorted by length): less padding.
-        chunk = batch_size * 50
-        batches = []
-        for c in range(0, len(idx), chunk):
-            part = sorted(idx[c : c + chunk], key=lambda i: len(features[i]["input_ids"]))
-            batches.extend(part[b : b + batch_size] for b in range(0, len(part), batch_size))
-        gen.shuffle(batches)
-        for b in batches:
-            batch = tokenizer.pad([features[i] for i in b], return_tensors="pt")
+        for b in _length_bucketed_batches([len(f["input_ids"]) for f in features], batch_size, gen):
             with autocast():
-                loss = model(**batch).loss
+                loss = model(**tokenizer.pad([features[i] for i in b], return_tensors="pt")).loss
             if not torch.isfinite(loss):
-                from unlearnlm.errors import NumericalError
-
                 raise NumericalError("offline NLI judge: non-finite training loss; try a lower lr")
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optim.step()
             sched.step()
             optim.zero_grad(set_to_none=True)
@@ -340,16 +341,21 @@ def _train_and_save(
                 bar.set_postfix(loss=f"{running:.3f}")
     if bar is not None:
         bar.close()
+    return tokenizer, model, use_bf16
 
-    accuracy, recall = _evaluate(model, tokenizer, pairs.heldout, max_length)
-    seconds = time.time() - t0
-    print(
-        f"NLI judge held-out accuracy: {accuracy:.3f} ({len(pairs.heldout)} pairs, "
-        f"{len(pairs.heldout_authors)} authors held out)",
-        flush=True,
-    )
 
-    info = {
+def _progress_bar(total_steps: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total_steps, desc="building offline NLI judge", unit="step")
+
+
+def _judge_info(pairs: NLIPairs, pairs_file: Path, params: Mapping[str, Any], key: str, n_exclude: int,
+                accuracy: float, recall: Mapping[str, float], *, seconds: float, use_bf16: bool) -> dict:
+    """What ``judge_info.json`` records about a build."""
+    import torch
+
+    return {
         "name": f"offline-minilm-nli:{key}",
         "key": key,
         "heldout_accuracy": accuracy,
@@ -359,18 +365,24 @@ def _train_and_save(
         "excluded_authors": len(pairs.excluded_authors),
         "eligible_authors": len(pairs.eligible_authors),
         "heldout_authors": len(pairs.heldout_authors),
-        "n_exclude_questions": len(exclude),
-        "seed": seed,
+        "n_exclude_questions": n_exclude,
+        "seed": params["seed"],
         "build_seconds": round(seconds, 1),
         "bf16_autocast": use_bf16,
         "torch_threads": torch.get_num_threads(),
         "base_model": params["base_model"],
         "data_file": pairs_file.name,
-        "params": params,
+        "params": dict(params),
         "labels": list(LABELS),
     }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".nli-{key}.", suffix=".tmp", dir=cache_dir))
+
+
+def _save_atomically(model, tokenizer, info: Mapping[str, Any], out: Path) -> None:
+    """Write the judge into a temporary folder beside ``out``, then rename it into place."""
+    from unlearnlm.io import write_json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         model.eval()
         with quiet_transformers():
@@ -378,8 +390,6 @@ def _train_and_save(
             tokenizer.save_pretrained(tmp)
         if not (tmp / "model.safetensors").is_file():
             raise ModelError(f"offline NLI judge: save_pretrained wrote no model.safetensors in {tmp}")
-        from unlearnlm.io import write_json
-
         write_json(tmp / JUDGE_INFO, info)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         try:
@@ -392,5 +402,3 @@ def _train_and_save(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
