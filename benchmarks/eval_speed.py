@@ -181,9 +181,52 @@ def naive_example(model, tok, fmt, row, spec, direction, judges, max_new_tokens,
 
 
 # --------------------------------------------------------------------------- main
-def main() -> int:
-    import torch
+@dataclasses.dataclass
+class Bench:
+    """What every pipeline in the run shares: model, rows, set, judges and settings."""
+    args: object
+    model: object
+    tok: object
+    fmt: object
+    path: str
+    rows: list
+    spec: object
+    direction: tuple
+    judges: object
+    batch_size: int
+    bf16: bool
 
+    def inputs(self, rows, name: str, share_prompts: bool = True):
+        from unlearnlm.evaluation.stages import SetInputs
+
+        return SetInputs(self.model, self.tok, self.fmt, rows, self.spec, self.direction, self.judges,
+                         self.args.max_new_tokens, self.batch_size, self.bf16, name, progress=False,
+                         share_prompts=share_prompts)
+
+    def naive(self, row, sw) -> dict:
+        return naive_example(self.model, self.tok, self.fmt, row, self.spec, self.direction, self.judges,
+                             self.args.max_new_tokens, self.args.pad_to, self.bf16, sw)
+
+
+class NaiveRun:
+    """The naive pipeline, row by row, in slices of a time budget (it brackets the batched run)."""
+
+    def __init__(self, bench: Bench):
+        self.bench, self.rows, self.seconds, self.sw = bench, [], 0.0, common.Stopwatch()
+
+    def until(self, seconds: float, label: str) -> None:
+        """Score rows one by one until ``seconds`` of naive time in total."""
+        b = self.bench
+        print(f"\n-- naive, {label} (per example, pad to {b.args.pad_to}); load {common.load_average()}", flush=True)
+        while len(self.rows) < len(b.rows) and self.seconds < seconds:
+            t = time.perf_counter()
+            self.rows.append(b.naive(b.rows[len(self.rows)], self.sw))
+            self.seconds += time.perf_counter() - t
+            if len(self.rows) % 4 == 0:
+                print(f"   {len(self.rows)} rows in {self.seconds:.1f}s", flush=True)
+
+
+def _arguments():
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=50, help="rows of the TOFU retain evaluation set (default 50)")
     p.add_argument("--naive-budget", type=float, default=240.0,
@@ -198,139 +241,147 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.n, args.naive_budget = min(args.n, 16), min(args.naive_budget, 45.0)
+    return args
+
+
+def _bench(args, judges) -> Bench:
+    from unlearnlm.config.schema import EvalConfig
+    from unlearnlm.data import tofu
+    from unlearnlm.data.loading import resolve_data_dir
+    from unlearnlm.evaluation.sets import entailment_direction, eval_set
+    from unlearnlm.models.loading import load_model, load_tokenizer, use_bf16
+
+    rows = tofu.eval_sets(resolve_data_dir(), "forget01", ["1"], args.n)[args.set]
+    path, tok, fmt, model = common.smollm2(with_model=not args.model)
+    if args.model:
+        path, tok, model = args.model, load_tokenizer(args.model), load_model(args.model)
+    model.eval()
+    bf16 = use_bf16("auto") if args.dtype == "auto" else args.dtype == "bf16"
+    return Bench(args, model, tok, fmt, str(path), rows, eval_set(args.set, "tofu"),
+                 entailment_direction(args.set, "tofu"), judges, EvalConfig().batch_size, bf16)
+
+
+def _batched(bench: Bench, six) -> tuple[list, dict, float]:
+    """score_set on every row, with the roofline line: Linear FLOP/s against the matmul peak."""
+    import torch
+
+    from unlearnlm.evaluation import generation
+    from unlearnlm.evaluation.evaluate import score_set
+
+    print(f"\n-- batched (score_set) on {len(bench.rows)} rows; load {common.load_average()}", flush=True)
+    counter, current, generated = LinearFlops(bench.model), generation.greedy_batch, []
+
+    def counted(*a, **k):  # the generated tokens, for tokens/s
+        out = current(*a, **k)
+        generated.extend(len(r) for r in out)
+        return out
+
+    generation.greedy_batch = counted
+    t = time.perf_counter()
+    try:
+        scored, stages = score_set(bench.inputs(bench.rows, bench.args.set), six)
+    finally:
+        generation.greedy_batch = current
+        counter.remove()
+    seconds = time.perf_counter() - t
+    print(f"   {seconds:.1f}s = {len(bench.rows) / seconds:.3f} examples/s; stages "
+          + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)
+    peak = common.matmul_peak(torch.bfloat16 if bench.bf16 else torch.float32, seconds=1.5)
+    model_s = stages.get("generation", 0) + stages.get("likelihood", 0)
+    print(f"   roofline: Linear layers {counter.flops / 1e12:.3f} TFLOP in generation + likelihood "
+          f"{model_s:.1f}s = {counter.flops / model_s / 1e9:.1f} GFLOP/s, "
+          f"{100 * counter.flops / model_s / peak:.0f}% of the measured {'bf16' if bench.bf16 else 'fp32'} "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s; {sum(generated) / stages['generation']:.1f} generated tokens/s",
+          flush=True)
+    return scored, stages, seconds
+
+
+def _previous(bench: Bench, six) -> tuple[list, dict, float]:
+    """The pipeline before issue 17: no shared prompts, generation by model.generate."""
+    from unlearnlm.evaluation import generation
+    from unlearnlm.evaluation.evaluate import score_set
+
+    print(f"\n-- previous pipeline (share_prompts=False, model.generate) on {len(bench.rows)} rows; load "
+          f"{common.load_average()}", flush=True)
+    current, t = generation.greedy_batch, time.perf_counter()
+    generation.greedy_batch = reference_generate
+    try:
+        scored, stages = score_set(bench.inputs(bench.rows, bench.args.set, share_prompts=False), six)
+    finally:
+        generation.greedy_batch = current
+    seconds = time.perf_counter() - t
+    print(f"   {seconds:.1f}s; stages " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)
+    return scored, stages, seconds
+
+
+def _largest_differences(a_rows: list, b_rows: list) -> dict:
+    return {m: max(abs(float(a[m]) - float(b[m])) for a, b in zip(a_rows, b_rows)) for m in METRICS}
+
+
+def _report(bench: Bench, batched, naive: NaiveRun, previous) -> float:
+    """Print agreement and speed ratios; returns the largest batched - naive metric difference."""
+    (b_rows, stages, t_batched), (p_rows, p_stages, t_previous) = batched, previous
+    n, k = len(bench.rows), len(naive.rows)
+    diffs = _largest_differences(b_rows[:k], naive.rows)
+    same_text = sum(a["generation"] == b["generation"] for a, b in zip(b_rows[:k], naive.rows))
+    worst = max(diffs.values())
+    print(f"\nagreement on the {k} rows both scored: identical generations {same_text}/{k}; max |batched - naive| "
+          + ", ".join(f"{m} {v:.2e}" for m, v in diffs.items())
+          + f" -> {'within' if worst <= TOLERANCE else 'OUTSIDE'} {TOLERANCE:g}")
+    per_b = {s: v / n for s, v in stages.items()}
+    per_n = {s: v / k for s, v in naive.sw.seconds.items()}
+    print("seconds per example, batched vs naive: " + ", ".join(
+        f"{s} {per_b.get(s, 0):.3f} vs {per_n.get(s, 0):.3f} ({per_n.get(s, 0) / max(per_b.get(s, 0), 1e-9):.1f}x)"
+        for s in ("generation", "likelihood", "embedding", "nli")))
+    same_gen = sum(a["generation"] == b["generation"] for a, b in zip(b_rows, p_rows))
+    print(f"against the previous pipeline: {t_previous / t_batched:.2f}x faster (generation "
+          f"{p_stages['generation'] / max(stages['generation'], 1e-9):.2f}x, likelihood "
+          f"{p_stages['likelihood'] / max(stages['likelihood'], 1e-9):.2f}x); identical generations "
+          f"{same_gen}/{n}; max |now - previous| "
+          + ", ".join(f"{m} {v:.2e}" for m, v in _largest_differences(b_rows, p_rows).items()))
+    return worst
+
+
+def main() -> int:
+    args = _arguments()
     threads = common.set_threads(args.threads)
     start = common.header("eval_speed", threads)
 
-    from unlearnlm.config.schema import RunConfig
-    from unlearnlm.data import tofu
-    from unlearnlm.data.loading import resolve_data_dir
     from unlearnlm.evaluation.aggregates import MU_METRICS
     from unlearnlm.evaluation.evaluate import score_set
     from unlearnlm.evaluation.judges.embedder import SentenceEmbedder
     from unlearnlm.evaluation.judges.factory import Judges
     from unlearnlm.evaluation.registry import METRICS as METRIC_REGISTRY
-    from unlearnlm.evaluation.sets import entailment_direction, eval_set
-    from unlearnlm.evaluation.stages import SetInputs
-    from unlearnlm.models.loading import use_bf16
 
-    bf16 = use_bf16("auto") if args.dtype == "auto" else args.dtype == "bf16"
-    cfg = RunConfig()
-    cfg.eval = dataclasses.replace(cfg.eval, max_new_tokens=args.max_new_tokens, ds_size=args.n)
-    rows = tofu.eval_sets(resolve_data_dir(), "forget01", ["1"], args.n)[args.set]
-    spec, direction = eval_set(args.set, "tofu"), entailment_direction(args.set, "tofu")
-    path, tok, fmt, model = common.smollm2(with_model=not args.model)
-    if args.model:
-        from unlearnlm.models.loading import load_model, load_tokenizer
-
-        path, tok = args.model, load_tokenizer(args.model)
-        model = load_model(path)
-    model.eval()
+    six = [METRIC_REGISTRY.get(m) for m in MU_METRICS]
     with tempfile.TemporaryDirectory(prefix="unlearnlm-bench-") as tmp:
         nli, nli_desc = nli_judge(Path(tmp))
-        judges = Judges(SentenceEmbedder(None), nli)
-        pairs = sum(2 + len(r["perturbed_answer"]) for r in rows)
-        print(f"model {path}; {'bf16 autocast' if bf16 else 'fp32'}; {len(rows)} TOFU {args.set} rows "
-              f"({pairs} likelihood pairs); max_new_tokens {args.max_new_tokens}; eval batch size "
-              f"{cfg.eval.batch_size}\nembedder {judges.embedder.name}; NLI judge: {nli_desc}", flush=True)
-
-        six = [METRIC_REGISTRY.get(m) for m in MU_METRICS]
-
-        def inputs(some_rows, name, share_prompts=True):
-            return SetInputs(model, tok, fmt, some_rows, spec, direction, judges, cfg.eval.max_new_tokens,
-                             cfg.eval.batch_size, bf16, name, progress=False, share_prompts=share_prompts)
-
-        # warm-up both paths on one row (kernels, allocator, tokenizers), not timed
-        score_set(inputs(rows[:2], "warmup"), six)
-        naive_example(model, tok, fmt, rows[0], spec, direction, judges, args.max_new_tokens, args.pad_to, bf16,
-                      common.Stopwatch())
-
-        sw = common.Stopwatch()
-        naive: list[dict] = []
-        t_naive = 0.0
-
-        def naive_until(seconds: float, label: str) -> float:
-            """Score rows one by one until ``seconds`` of naive time in total; returns it."""
-            nonlocal t_naive
-            print(f"\n-- naive, {label} (per example, pad to {args.pad_to}); load {common.load_average()}", flush=True)
-            while len(naive) < len(rows) and t_naive < seconds:
-                t = time.perf_counter()
-                naive.append(naive_example(model, tok, fmt, rows[len(naive)], spec, direction, judges,
-                                           args.max_new_tokens, args.pad_to, bf16, sw))
-                t_naive += time.perf_counter() - t
-                if len(naive) % 4 == 0:
-                    print(f"   {len(naive)} rows in {t_naive:.1f}s", flush=True)
-            return t_naive
-
+        bench = _bench(args, Judges(SentenceEmbedder(None), nli))
+        pairs = sum(2 + len(r["perturbed_answer"]) for r in bench.rows)
+        print(f"model {bench.path}; {'bf16 autocast' if bench.bf16 else 'fp32'}; {len(bench.rows)} TOFU {args.set} "
+              f"rows ({pairs} likelihood pairs); max_new_tokens {args.max_new_tokens}; eval batch size "
+              f"{bench.batch_size}\nembedder {bench.judges.embedder.name}; NLI judge: {nli_desc}", flush=True)
+        # warm-up both paths (kernels, allocator, tokenizers), not timed
+        score_set(bench.inputs(bench.rows[:2], "warmup"), six)
+        bench.naive(bench.rows[0], common.Stopwatch())
         # naive, batched, naive: the naive rate brackets the batched run, so a change in the
         # machine's load during the run hits both sides
-        naive_until(args.naive_budget / 2, "first half of the budget")
-        print(f"\n-- batched (score_set) on {len(rows)} rows; load {common.load_average()}", flush=True)
-        from unlearnlm.evaluation import generation
-
-        counter, current, generated = LinearFlops(model), generation.greedy_batch, []
-
-        def counted(*a, **k):  # the generated tokens, for tokens/s
-            out = current(*a, **k)
-            generated.extend(len(r) for r in out)
-            return out
-
-        generation.greedy_batch = counted
-        t = time.perf_counter()
-        try:
-            batched, stages = score_set(inputs(rows, args.set), six)
-        finally:
-            generation.greedy_batch = current
-        t_batched = time.perf_counter() - t
-        counter.remove()
-        print(f"   {t_batched:.1f}s = {len(rows) / t_batched:.3f} examples/s; stages "
-              + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)
-        peak = common.matmul_peak(torch.bfloat16 if bf16 else torch.float32, seconds=1.5)
-        model_s = stages.get("generation", 0) + stages.get("likelihood", 0)
-        print(f"   roofline: Linear layers {counter.flops / 1e12:.3f} TFLOP in generation + likelihood "
-              f"{model_s:.1f}s = {counter.flops / model_s / 1e9:.1f} GFLOP/s, "
-              f"{100 * counter.flops / model_s / peak:.0f}% of the measured {'bf16' if bf16 else 'fp32'} matmul peak "
-              f"{peak / 1e9:.1f} GFLOP/s; {sum(generated) / stages['generation']:.1f} generated tokens/s", flush=True)
-        print(f"\n-- previous pipeline (share_prompts=False, model.generate) on {len(rows)} rows; load "
-              f"{common.load_average()}", flush=True)
-        t = time.perf_counter()
-        generation.greedy_batch = reference_generate
-        try:
-            previous, previous_stages = score_set(inputs(rows, args.set, share_prompts=False), six)
-        finally:
-            generation.greedy_batch = current
-        t_previous = time.perf_counter() - t
-        print(f"   {t_previous:.1f}s; stages " + ", ".join(f"{k} {v:.1f}s" for k, v in previous_stages.items()), flush=True)
-        naive_until(args.naive_budget, "second half")
-        k = len(naive)
-        print(f"   naive: {k} rows in {t_naive:.1f}s = {k / t_naive:.3f} examples/s; stages "
-              + ", ".join(f"{s} {v:.1f}s" for s, v in sw.seconds.items())
-              + (f"; all {len(rows)} rows would take ~{t_naive / k * len(rows):.0f}s" if k < len(rows) else ""),
-              flush=True)
-
-    diffs = {m: max(abs(float(a[m]) - float(b[m])) for a, b in zip(batched[:k], naive)) for m in METRICS}
-    same_text = sum(a["generation"] == b["generation"] for a, b in zip(batched[:k], naive))
-    worst = max(diffs.values())
-    print(f"\nagreement on the {k} rows both scored: identical generations {same_text}/{k}; max |batched - naive| "
-          + ", ".join(f"{m} {v:.2e}" for m, v in diffs.items())
-          + f" -> {'within' if worst <= TOLERANCE else 'OUTSIDE'} {TOLERANCE:g}")
-    per_b = {s: v / len(rows) for s, v in stages.items()}
-    per_n = {s: v / k for s, v in sw.seconds.items()}
-    print("seconds per example, batched vs naive: " + ", ".join(
-        f"{s} {per_b.get(s, 0):.3f} vs {per_n.get(s, 0):.3f} ({per_n.get(s, 0) / max(per_b.get(s, 0), 1e-9):.1f}x)"
-        for s in ("generation", "likelihood", "embedding", "nli")))
-    ratio = (len(rows) / t_batched) / (k / t_naive)
-    moved = {m: max(abs(float(a[m]) - float(b[m])) for a, b in zip(batched, previous)) for m in METRICS}
-    same_gen = sum(a["generation"] == b["generation"] for a, b in zip(batched, previous))
-    print(f"against the previous pipeline: {t_previous / t_batched:.2f}x faster (generation "
-          f"{previous_stages['generation'] / max(stages['generation'], 1e-9):.2f}x, likelihood "
-          f"{previous_stages['likelihood'] / max(stages['likelihood'], 1e-9):.2f}x); identical generations "
-          f"{same_gen}/{len(rows)}; max |now - previous| "
-          + ", ".join(f"{m} {v:.2e}" for m, v in moved.items()))
+        naive = NaiveRun(bench)
+        naive.until(args.naive_budget / 2, "first half of the budget")
+        batched = _batched(bench, six)
+        previous = _previous(bench, six)
+        naive.until(args.naive_budget, "second half")
+    n, k = len(bench.rows), len(naive.rows)
+    print(f"   naive: {k} rows in {naive.seconds:.1f}s = {k / naive.seconds:.3f} examples/s; stages "
+          + ", ".join(f"{s} {v:.1f}s" for s, v in naive.sw.seconds.items())
+          + (f"; all {n} rows would take ~{naive.seconds / k * n:.0f}s" if k < n else ""), flush=True)
+    worst = _report(bench, batched, naive, previous)
     common.footer(start)
     agree = "metrics agree" if worst <= TOLERANCE else f"METRICS DISAGREE by {worst:.2e}"
-    common.summary("eval_speed", f"batched/naive examples/s ({len(rows) / t_batched:.3f} vs {k / t_naive:.3f} on "
-                                 f"{len(rows)}/{k} rows, {'bf16' if bf16 else 'fp32'}, {agree} within "
-                                 f"{TOLERANCE:g}) ratio", ratio, GOAL)
+    t_batched = batched[2]
+    common.summary("eval_speed", f"batched/naive examples/s ({n / t_batched:.3f} vs {k / naive.seconds:.3f} on "
+                                 f"{n}/{k} rows, {'bf16' if bench.bf16 else 'fp32'}, {agree} within "
+                                 f"{TOLERANCE:g}) ratio", (n / t_batched) / (k / naive.seconds), GOAL)
     return 0 if worst <= TOLERANCE else 1
 
 
