@@ -34,14 +34,73 @@ TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_
             intermediate_size=128, vocab_size=1000, max_position_embeddings=128)
 
 
-def main() -> int:
+def _arguments():
     p = common.parser(__doc__.split("\n")[0], steps=10)
     p.add_argument("--batch", type=int, default=8, help="sequences per part (default 8)")
     p.add_argument("--seq", type=int, default=512, help="tokens per sequence (default 512)")
     p.add_argument("--peak-n", type=int, default=8192, help="square matmul size for the peak (default 8192)")
     p.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the code path, measures nothing")
     p.add_argument("--chunk", type=int, default=0, help="unlearn.loss_chunk_size of the loss (0: full logits)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def _random_batch(config, batch: int, seq: int, device: str) -> dict:
+    """ME+GD's two parts of random tokens; the retain part's first quarter is the (unscored) question."""
+    import torch
+
+    from unlearnlm.data.prompts import IGNORE
+
+    def part(question_tokens: int) -> dict:
+        ids = torch.randint(3, config.vocab_size, (batch, seq), device=device)
+        labels = ids.clone()
+        labels[:, :question_tokens] = IGNORE
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+    return {"forget": part(0), "retain": part(seq // 4)}
+
+
+def _training_step(model, batch: dict, device: str, chunk: int):
+    """ME+GD loss under bf16 autocast, backward, AdamW (fused on CUDA); returns the loss."""
+    import torch
+
+    from unlearnlm.methods import LossConfig, LossContext, get_method
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01,
+                            **({"fused": True} if device == "cuda" else {}))
+    method, cfg = get_method("ME+GD"), LossConfig()
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss, _ = method.loss(LossContext(model, batch, None, chunk_size=chunk), cfg, 1.0, 1.0)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def _timed(step, steps: int, device: str) -> float:
+    """Seconds for ``steps`` steps after 3 warm-up steps (CUDA synchronised)."""
+    import torch
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(3):
+        step()
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    sync()
+    if not torch.isfinite(loss):
+        raise RuntimeError("non-finite loss")
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    args = _arguments()
 
     import torch
 
@@ -64,57 +123,22 @@ def main() -> int:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from unlearnlm.data.prompts import IGNORE
-    from unlearnlm.methods import LossConfig, LossContext, get_method
-
     torch.manual_seed(0)
     config = LlamaConfig(tie_word_embeddings=False, **shape_kwargs)
     config._attn_implementation = "sdpa"
     model = LlamaForCausalLM(config).to(device).train()
     shape = common.model_shape(config)
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01,
-                            **({"fused": True} if device == "cuda" else {}))
-    method, cfg = get_method("ME+GD"), LossConfig()
     B, T = args.batch, args.seq
-
-    def part(question_tokens: int) -> dict:
-        ids = torch.randint(3, config.vocab_size, (B, T), device=device)
-        labels = ids.clone()
-        labels[:, :question_tokens] = IGNORE
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-
-    batch = {"forget": part(0), "retain": part(T // 4)}
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def step():
-        with torch.autocast(device, dtype=torch.bfloat16):
-            loss, _ = method.loss(LossContext(model, batch, None, chunk_size=args.chunk), cfg, 1.0, 1.0)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
+    step = _training_step(model, _random_batch(config, B, T, device), device, args.chunk)
     print(f"model: {n_params / 1e6:.0f}M parameters, matmul N = {shape['matmul_params'] / 1e6:.0f}M "
           f"(blocks {shape['block_matmul_params'] / 1e6:.0f}M + lm_head {shape['lm_head_params'] / 1e6:.0f}M); "
           f"ME+GD, 2 parts x {B} x {T} tokens per step; fp32 weights, bf16 autocast", flush=True)
     peak_before = common.matmul_peak(torch.bfloat16, n=args.peak_n, device=device)
-    for _ in range(3):
-        step()
-    sync()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    sync()
-    seconds = time.perf_counter() - t
-    if not torch.isfinite(loss):
-        raise RuntimeError("non-finite loss")
+    seconds = _timed(step, args.steps, device)
     peak_after = common.matmul_peak(torch.bfloat16, n=args.peak_n, device=device)
     peak = (peak_before + peak_after) / 2
-    flops = args.steps * common.model_flops(shape, [T] * (2 * B))
-    achieved = flops / seconds
+    achieved = args.steps * common.model_flops(shape, [T] * (2 * B)) / seconds
     mfu = achieved / peak
     print(f"peak bf16 matmul ({args.peak_n}^3 torch.mm): before {peak_before / 1e12:.1f}, after "
           f"{peak_after / 1e12:.1f} TFLOP/s")

@@ -40,6 +40,69 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::lin
               "mkldnn", "aten::_scaled_dot_product", "aten::scaled_dot_product")
 
 
+def _timed_batches(tok, fmt, steps: int):
+    """This project's length-grouped ME+GD batches of TOFU forget01 task 1: a warm-up batch and
+    ``steps`` timed ones spread over the epoch."""
+    from unlearnlm.config.schema import UnlearnConfig
+    from unlearnlm.data.collate import length_grouped_order
+    from unlearnlm.methods import get_method
+    from unlearnlm.methods.settings import resolve_method
+    from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
+
+    forget, retain, idk = common.tofu_task1()
+    mask_question = resolve_method(UnlearnConfig(), METHOD).settings.mask_question  # ME: question tokens too
+    dataset = UnlearnDataset(forget, retain, idk, tok, fmt, get_method(METHOD).parts, mask_question, 512, seed=0)
+    order = length_grouped_order(dataset.lengths(), BATCH, seed=0)
+    collate = PartsCollator(tok.pad_token_id)
+    batches = [collate([dataset[i] for i in order[s : s + BATCH]]) for s in range(0, len(order), BATCH)]
+    pick = sorted({round(i * len(batches) / steps) for i in range(steps)}) if steps < len(batches) else range(steps)
+    return batches[-1], [batches[i % len(batches)] for i in pick]
+
+
+def _training_step(model, bf16: bool, chunk: int):
+    """One optimisation step as the project runs it: ME+GD loss, backward, AdamW; returns the loss."""
+    import torch
+    from torch.profiler import record_function
+
+    from unlearnlm.methods import LossConfig, LossContext, get_method
+
+    method, cfg = get_method(METHOD), LossConfig()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
+
+    def step(batch):
+        with record_function("## forward + loss"), common.autocast(bf16):
+            loss, _ = method.loss(LossContext(model, batch, None, chunk_size=chunk), cfg, 1.0, 1.0)
+        with record_function("## backward"):
+            loss.backward()
+        with record_function("## optimizer"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return loss.detach().item()
+
+    return step
+
+
+def _time_steps(step, timed: list, shape: dict, peak_dtype, peaks: list) -> dict:
+    """Time each step; the matmul peak is measured again after each (appended to ``peaks``)."""
+    totals = {"flops": 0.0, "hw_flops": 0.0, "real_tokens": 0, "seconds": 0.0}
+    for i, batch in enumerate(timed):
+        lens = [int(n) for part in batch.values() for n in part["attention_mask"].sum(1)]
+        widths = [part["input_ids"].shape[1] for part in batch.values() for _ in range(part["input_ids"].shape[0])]
+        t = time.perf_counter()
+        step(batch)
+        dt = time.perf_counter() - t
+        f = common.model_flops(shape, lens)
+        totals["flops"] += f
+        totals["hw_flops"] += common.model_flops(shape, widths)
+        totals["real_tokens"] += sum(lens)
+        totals["seconds"] += dt
+        peaks.append(common.matmul_peak(peak_dtype, seconds=1.5))
+        print(f"  step {i + 1}: {dt:.2f}s, {sum(lens)} real tokens of {sum(widths)}, "
+              f"{f / 1e12:.3f} model TFLOP -> {f / dt / 1e9:.1f} GFLOP/s; peak after it {peaks[-1] / 1e9:.1f} GFLOP/s",
+              flush=True)
+    return totals
+
+
 def main() -> int:
     p = common.parser(__doc__.split("\n")[0], steps=6)
     p.add_argument("--no-profile", action="store_true", help="skip the profile even when the goal is missed")
@@ -50,85 +113,40 @@ def main() -> int:
 
     import torch
 
-    from unlearnlm.config.schema import UnlearnConfig
-    from unlearnlm.data.collate import length_grouped_order
-    from unlearnlm.methods import LossConfig, LossContext, get_method
     from unlearnlm.models.loading import use_bf16
-    from unlearnlm.methods.settings import resolve_method
-    from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
 
     bf16 = use_bf16("auto")
     steps = 2 if args.quick else max(1, args.steps)
     path, tok, fmt, model = common.smollm2()
     model.train()
     shape = common.model_shape(model.config)
-    forget, retain, idk = common.tofu_task1()
-    method = get_method(METHOD)
-    mask_question = resolve_method(UnlearnConfig(), METHOD).settings.mask_question  # ME: question tokens too
-    dataset = UnlearnDataset(forget, retain, idk, tok, fmt, method.parts, mask_question, 512, seed=0)
-    order = length_grouped_order(dataset.lengths(), BATCH, seed=0)
-    collate = PartsCollator(tok.pad_token_id)
-    batches = [collate([dataset[i] for i in order[s : s + BATCH]]) for s in range(0, len(order), BATCH)]
-    pick = sorted({round(i * len(batches) / steps) for i in range(steps)}) if steps < len(batches) else range(steps)
-    timed = [batches[i % len(batches)] for i in pick]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
-    cfg = LossConfig()
+    warmup, timed = _timed_batches(tok, fmt, steps)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {path}: {n_params / 1e6:.1f}M parameters (tied embeddings); matmul parameters N = "
           f"{shape['block_matmul_params'] / 1e6:.2f}M in blocks + {shape['lm_head_params'] / 1e6:.2f}M lm_head = "
           f"{shape['matmul_params'] / 1e6:.2f}M; layers {shape['layers']}, hidden {shape['hidden']}, "
           f"heads {shape['heads']} x {shape['head_dim']}, vocab {shape['vocab']}")
     print(f"{METHOD}, batch {BATCH}, bf16 autocast {bf16}, {steps} timed steps after 1 warm-up", flush=True)
-
-    def step(batch):
-        from torch.profiler import record_function
-
-        with record_function("## forward + loss"), common.autocast(bf16):
-            loss, _ = method.loss(LossContext(model, batch, None, chunk_size=args.chunk), cfg, 1.0, 1.0)
-        with record_function("## backward"):
-            loss.backward()
-        with record_function("## optimizer"):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return loss.detach().item()
-
+    step = _training_step(model, bf16, args.chunk)
     peak_dtype = torch.bfloat16 if bf16 else torch.float32
     fp32_peak = common.matmul_peak(torch.float32) if bf16 else None
     peaks = [common.matmul_peak(peak_dtype, seconds=1.5)]
     print(f"peak matmul (2048^3 torch.mm) before: {'bf16' if bf16 else 'fp32'} {peaks[0] / 1e9:.1f} GFLOP/s"
           + (f", fp32 {fp32_peak / 1e9:.1f} GFLOP/s" if bf16 else ""), flush=True)
-
-    step(batches[-1])  # warm-up
-    flops = hw_flops = 0.0
-    real_tokens = 0
-    seconds = 0.0
-    for i, batch in enumerate(timed):
-        lens = [int(n) for part in batch.values() for n in part["attention_mask"].sum(1)]
-        widths = [part["input_ids"].shape[1] for part in batch.values() for _ in range(part["input_ids"].shape[0])]
-        t = time.perf_counter()
-        step(batch)
-        dt = time.perf_counter() - t
-        f = common.model_flops(shape, lens)
-        flops += f
-        hw_flops += common.model_flops(shape, widths)
-        real_tokens += sum(lens)
-        seconds += dt
-        peaks.append(common.matmul_peak(peak_dtype, seconds=1.5))
-        print(f"  step {i + 1}: {dt:.2f}s, {sum(lens)} real tokens of {sum(widths)}, "
-              f"{f / 1e12:.3f} model TFLOP -> {f / dt / 1e9:.1f} GFLOP/s; peak after it {peaks[-1] / 1e9:.1f} GFLOP/s",
-              flush=True)
-
+    step(warmup)
+    totals = _time_steps(step, timed, shape, peak_dtype, peaks)
     peak = sum(peaks) / len(peaks)
-    achieved = flops / seconds
+    seconds = totals["seconds"]
+    achieved = totals["flops"] / seconds
     mfu = achieved / peak
     print(f"peak matmul: mean {peak / 1e9:.1f} GFLOP/s over {len(peaks)} measurements "
           f"(min {min(peaks) / 1e9:.1f}, max {max(peaks) / 1e9:.1f})")
-    print(f"\nachieved: {flops / 1e12:.3f} model TFLOP in {seconds:.2f}s = {achieved / 1e9:.1f} GFLOP/s "
-          f"({real_tokens / seconds:.0f} real tokens/s); hardware FLOPs incl. padding {hw_flops / seconds / 1e9:.1f} GFLOP/s")
+    print(f"\nachieved: {totals['flops'] / 1e12:.3f} model TFLOP in {seconds:.2f}s = {achieved / 1e9:.1f} GFLOP/s "
+          f"({totals['real_tokens'] / seconds:.0f} real tokens/s); hardware FLOPs incl. padding "
+          f"{totals['hw_flops'] / seconds / 1e9:.1f} GFLOP/s")
     print(f"MFU vs {'bf16' if bf16 else 'fp32'} matmul peak: {mfu * 100:.1f}%"
           + (f"; vs the fp32 matmul peak ({fp32_peak / 1e9:.1f} GFLOP/s, for reference only: the step's "
                  f"matmuls run in bf16): {achieved / fp32_peak * 100:.1f}%" if bf16 else ""))
-
     if mfu < GOAL and not args.no_profile:
         profile(step, timed[0])
     common.footer(start)
