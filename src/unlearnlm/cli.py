@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="output folder (default: the run directory)")
     p.set_defaults(fn=cmd_report)
-    p = sub.add_parser("compare", help="paired differences of two evaluated models, with 95% intervals")
+    p = sub.add_parser("compare", help="paired differences of two evaluated models, with 95%% intervals")
     p.add_argument("a", help="RUN_DIR:LABEL, e.g. runs/demo:ME+GD (a method of a seeds=[...] run pools its seeds)")
     p.add_argument("b", help="RUN_DIR:LABEL, e.g. runs/demo:GA+GD")
     p.add_argument("--resamples", type=int, default=1000)
