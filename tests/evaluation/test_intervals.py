@@ -142,3 +142,19 @@ def test_seed_averaged_paired_difference_is_the_mean_over_seeds_with_shared_draw
     assert (lo, hi) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])), abs=1e-12)
     # one model per side is the two-model paired difference
     assert paired_differences([a0], [b0], "tofu", resamples=100) == paired_differences(a0, b0, "tofu", resamples=100)
+
+
+def test_paired_differences_include_the_attack_aucs_counted_by_hand():
+    # LOSS attack, lower NLL = member. B (shift 0): forget 1.0 + 0.1i against holdout 1.05 + 0.1j
+    # is below it when i <= j: sum over j of (j + 1) = 55 of 100 pairs, AUC 0.55.
+    # A (shift -0.3): forget 0.7 + 0.1i is below 1.05 + 0.1j when i <= j + 3:
+    # 4 + 5 + 6 + 7 + 8 + 9 + 10 x 4 = 79 of 100 pairs, AUC 0.79. A - B = +0.24.
+    a, b = _privacy_records(-0.3), _privacy_records(0.0)
+    got = paired_differences(a, b, "tofu", resamples=300, seed=4)
+    diff, lo, hi = got["auc_mia_loss"]
+    assert diff == pytest.approx(0.79 - 0.55) and lo <= diff <= hi and lo < hi
+    assert paired_differences(a, b, "tofu", resamples=300, seed=4) == got  # seeded
+    assert paired_differences(a, a, "tofu", resamples=300)["auc_mia_loss"] == (0.0, 0.0, 0.0)
+    # without a holdout set there is no attack to compare
+    assert "auc_mia_loss" not in paired_differences({"forget": a["forget"]}, {"forget": b["forget"]}, "tofu",
+                                                     resamples=50)

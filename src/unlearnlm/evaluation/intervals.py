@@ -65,19 +65,27 @@ def _aggregates_per_resample(means: Mapping[str, Mapping[str, np.ndarray]], fami
     return out
 
 
+def _aucs_per_resample(records: Records, draws: Mapping[str, np.ndarray], resamples: int) -> dict[str, list]:
+    """{"auc_<attack>": [AUC of each resample]} of the membership-inference attacks, from the
+    same draws of the forget and holdout sets as the means ({} without both sets)."""
+    if not (records.get("forget") and records.get("holdout")):
+        return {}
+    forget, holdout = list(records["forget"]), list(records["holdout"])
+    per: dict[str, list] = {}
+    for r in range(resamples):
+        aucs = mia_aucs([forget[i] for i in draws["forget"][r]], [holdout[i] for i in draws["holdout"][r]])
+        for key, value in aucs.items():
+            per.setdefault(key, []).append(value)
+    return per
+
+
 def intervals(records: Records, family: str, resamples: int = RESAMPLES, seed: int = 0,
               level: float = LEVEL) -> dict[str, dict]:
     """95% intervals of every set mean and every aggregate of one model's records."""
     columns = {s: _columns(rs) for s, rs in records.items()}
     draws = _draws({s: len(rs) for s, rs in records.items()}, resamples, seed)
     means = _resampled_means(columns, draws)
-    per_resample = _aggregates_per_resample(means, family, resamples)
-    if records.get("forget") and records.get("holdout"):  # the attacks' AUCs, from the same draws
-        forget, holdout = list(records["forget"]), list(records["holdout"])
-        for r in range(resamples):
-            aucs = mia_aucs([forget[i] for i in draws["forget"][r]], [holdout[i] for i in draws["holdout"][r]])
-            for key, value in aucs.items():
-                per_resample.setdefault(key, []).append(value)
+    per_resample = _aggregates_per_resample(means, family, resamples) | _aucs_per_resample(records, draws, resamples)
     return {
         "sets": {s: {m: percentile_bounds(v.tolist(), level) for m, v in ms.items()} for s, ms in means.items()},
         "aggregates": {k: percentile_bounds(v, level) for k, v in per_resample.items()},
@@ -98,6 +106,10 @@ def _shared_questions(*models: Records) -> list[dict]:
     return out
 
 
+def _aucs(records: Records) -> dict[str, float]:
+    return mia_aucs(records["forget"], records["holdout"]) if records.get("forget") and records.get("holdout") else {}
+
+
 def _point(columns: Mapping[str, Mapping[str, np.ndarray]], family: str) -> dict:
     return aggregate({s: {m: float(v.mean()) for m, v in c.items()} for s, c in columns.items()}, family)
 
@@ -105,7 +117,8 @@ def _point(columns: Mapping[str, Mapping[str, np.ndarray]], family: str) -> dict
 def paired_differences(records_a: Records | Sequence[Records], records_b: Records | Sequence[Records],
                        family: str, resamples: int = RESAMPLES, seed: int = 0,
                        level: float = LEVEL) -> dict[str, tuple[float, float, float] | None]:
-    """{aggregate: (A - B, lo, hi)} with the same questions drawn for both models in every resample.
+    """{aggregate: (A - B, lo, hi)} with the same questions drawn for both models in every resample;
+    the membership-inference AUCs too when every model has forget and holdout records.
 
     Either side may be a list of models (one method under several seeds): A - B is then the
     difference of the seed-averaged aggregates, mean over A's models minus mean over B's, and
@@ -116,12 +129,13 @@ def paired_differences(records_a: Records | Sequence[Records], records_b: Record
     models = _shared_questions(*side_a, *side_b)
     columns = [{s: _columns(rs) for s, rs in m.items()} for m in models]
     draws = _draws({s: len(rs) for s, rs in models[0].items()}, resamples, seed)
-    per = [_aggregates_per_resample(_resampled_means(c, draws), family, resamples) for c in columns]
-    points = [_point(c, family) for c in columns]
+    per = [_aggregates_per_resample(_resampled_means(c, draws), family, resamples)
+           | _aucs_per_resample(m, draws, resamples) for c, m in zip(columns, models)]
+    points = [_point(c, family) | _aucs(m) for c, m in zip(columns, models)]
     n_a = len(side_a)
     out: dict[str, tuple[float, float, float] | None] = {}
     for key in per[0]:
-        if any(p.get(key) is None for p in points):
+        if any(p.get(key) is None for p in points) or any(key not in p for p in per):
             out[key] = None
             continue
         diffs = [_side_difference([p[key][r] for p in per], n_a) for r in range(resamples)]
