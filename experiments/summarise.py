@@ -350,7 +350,13 @@ def _comparisons(root: Path, name: str, res: dict) -> str:
         return "No pair of compared methods has finished yet.\n"
     return ("Each cell: A - B of the seed-averaged aggregate, its 95% paired bootstrap interval over "
             "questions (the same questions drawn for every model), and how many seeds' own differences "
-            "share its sign.\n\n" + comparison_markdown(pairs))
+            "share its sign.\n\n" + comparison_markdown(pairs) + "\nMembership-inference AUCs (forget against "
+            "holdout; 0.5: the forget set looks unseen), the same pairs and draws:\n\n"
+            + comparison_markdown(pairs, keys=PRIVACY_COMPARED))
+
+
+PRIVACY_COMPARED = (("AUC Min-K%++", "auc_mia_min_k_plus_plus"), ("AUC Min-K%", "auc_mia_min_k"),
+                    ("AUC LOSS", "auc_mia_loss"))
 
 
 # Issue 17's table: the headline aggregates with their 95% intervals (reports/table.py columns).

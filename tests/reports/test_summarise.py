@@ -160,19 +160,28 @@ def test_evidence_tables_pool_seeds_and_compare_the_claims_pairs(tmp_path):
             eval_dir.mkdir(parents=True)
             for s in ("forget", "retain"):
                 recs = [{"question": f"{s}{i}", **{m: 0.6 + 0.02 * i - shift for m in MU_METRICS}} for i in range(8)]
+                if s == "forget":  # LOSS attack: GA+GD's forget NLLs below every holdout NLL, ME+GD's above
+                    recs = [{**r, "mia_loss": 1.0 + 0.01 * i if method == "GA+GD" else 3.0 + 0.01 * i}
+                            for i, r in enumerate(recs)]
                 (eval_dir / f"{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+            holdout = [{"question": f"holdout{i}", "mia_loss": 2.0 + 0.01 * i} for i in range(8)]
+            (eval_dir / "holdout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in holdout))
             (eval_dir / "summary.json").write_text(json.dumps({"family": "tofu"}))
             fe = 0.3 + shift + 0.01 * (seed or 0)
             rows.append({"label": label, "method": None if seed is None else method, "seed": seed, "lr": 1e-4,
                          "epoch": None, "task": None, "status": "ok", "eval_dir": f"eval/{label.replace('/', '_')}",
-                         "aggregates": {"model_utility": 0.5, "mu_retain": 0.8, "forget_efficacy": fe},
+                         "aggregates": {"model_utility": 0.5, "mu_retain": 0.8, "forget_efficacy": fe,
+                                        "auc_mia_loss": 1.0 if method == "GA+GD" else 0.0},
                          "intervals": {"forget_efficacy": [fe - 0.05, fe + 0.05]},
-                         "sets": {"forget": dict.fromkeys(summarise.METRICS, 0.3), "retain": {}}})
+                         "sets": {"forget": dict.fromkeys(summarise.METRICS, 0.3), "retain": {}, "holdout": {}}})
     (run / "results.json").write_text(json.dumps({"run_name": "evidence", "model": "m", "forget": "forget01 task 1",
                                                   "rows": rows}))
     text = summarise.evidence_tables(tmp_path)
     # ME+GD's scores are 0.2 below GA+GD's on every question of both seeds: FE +0.2 exactly
     assert "| C1 | ME+GD | GA+GD | +0.200 [+0.200, +0.200]; 2/2 seeds |" in text
+    # the attacks' AUCs, paired the same way: ME+GD's forget set looks unseen (AUC 0 in every
+    # resample), GA+GD's looks trained-on (AUC 1): -1 exactly; no Min-K% scores, no cells
+    assert "| C1 | ME+GD | GA+GD | — | — | -1.000 [-1.000, -1.000]; 2/2 seeds |" in text
     assert "NPO+GD" not in text  # not run: no row, no comparison
     # across seeds: FE of ME+GD is 0.6 and 0.61, mean 0.605, sd 0.00707, bootstrap half-width 0.05
     assert "0.605 ± 0.007 (CI ±0.050)" in text
