@@ -30,6 +30,9 @@ def test_compare_prints_paired_differences(tmp_path, capsys):
     assert main(["compare", f"{run}:A", f"{run}:C"]) == 2
     assert "has no row or seeded method 'C'; its rows: A, B" in capsys.readouterr().err
     assert main(["compare", "nocolon", f"{run}:B"]) == 2
+    capsys.readouterr()
+    assert main(["compare", f"{run}:A", f"{run}:B", "--resamples", "0"]) == 2  # not an empty table
+    assert capsys.readouterr().err.strip() == "error: compare: --resamples must be >= 1, got 0"
 
 
 def test_compare_pools_the_seeds_of_a_method(tmp_path, capsys):

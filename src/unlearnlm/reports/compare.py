@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unlearnlm.errors import DataError
+from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.evaluation.intervals import RESAMPLES, paired_differences
 from unlearnlm.evaluation.store import SUMMARY, read_records
 from unlearnlm.io import read_json
@@ -60,6 +60,8 @@ def model_records(spec: str) -> tuple[list[str], list[dict[str, list[dict]]], st
 
 def compare(spec_a: str, spec_b: str, resamples: int = RESAMPLES) -> dict:
     """{"a": labels, "b": labels, "differences": {aggregate: (A - B, lo, hi) or None}}."""
+    if resamples < 1:
+        raise ConfigError(f"compare: --resamples must be >= 1, got {resamples}")
     labels_a, a, family = model_records(spec_a)
     labels_b, b, family_b = model_records(spec_b)
     if family != family_b:
