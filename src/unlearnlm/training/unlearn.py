@@ -211,20 +211,11 @@ def unlearn_model(
             trainer.add_callback(EpochSaver(folder, tokenizer))
         job.update(folder=folder, n_forget=len(forget), n_retain=len(retain), ref=ref is not None,
                    n_trainable=n_trainable)
-        held = ("not needed" if ref is None else "the base model, LoRA adapter disabled"
-                if isinstance(ref, BaseModelReference) else "loaded")
-        return trainer, tokenizer, (
-            f"{len(forget)} forget / {len(retain)} retain QA, {train.epochs:g} epochs, lr {train.lr:g}, "
-            f"forget_coeff {settings.forget_coeff:g}, reg_coeff {settings.reg_coeff:g}, "
-            f"ref model {held}"
-            + (f", {n_trainable} trainable tensors ({settings.trainable!r})" if n_trainable else ""))
+        return trainer, tokenizer, _description(len(forget), len(retain), settings, ref, n_trainable)
 
     def finish(trainer: UnlearnTrainer, seconds: float) -> dict:
         folder = job["folder"]
-        epochs_tmp = folder.epochs_tmp / "epochs"
-        if epochs_tmp.is_dir():
-            shutil.move(str(epochs_tmp), str(folder.path / "epochs"))
-            shutil.rmtree(folder.epochs_tmp, ignore_errors=True)
+        _keep_epoch_snapshots(folder)
         if trainer.method_state:
             save_method_state(folder.path, trainer.method_state)
         return {
@@ -236,6 +227,24 @@ def unlearn_model(
         }
 
     return train_job(out_dir, f"[unlearn] {method_name}", build, finish, train.merge_lora)
+
+
+def _description(n_forget: int, n_retain: int, settings, ref, n_trainable: int | None) -> str:
+    """The job's log line: data, schedule, coefficients and how the reference model is held."""
+    train = settings.train
+    held = ("not needed" if ref is None else "the base model, LoRA adapter disabled"
+            if isinstance(ref, BaseModelReference) else "loaded")
+    return (f"{n_forget} forget / {n_retain} retain QA, {train.epochs:g} epochs, lr {train.lr:g}, "
+            f"forget_coeff {settings.forget_coeff:g}, reg_coeff {settings.reg_coeff:g}, ref model {held}"
+            + (f", {n_trainable} trainable tensors ({settings.trainable!r})" if n_trainable else ""))
+
+
+def _keep_epoch_snapshots(folder: ModelFolder) -> None:
+    """Move the per-epoch snapshots (``train.save_every_epoch``) into the finished model folder."""
+    epochs_tmp = folder.epochs_tmp / "epochs"
+    if epochs_tmp.is_dir():
+        shutil.move(str(epochs_tmp), str(folder.path / "epochs"))
+        shutil.rmtree(folder.epochs_tmp, ignore_errors=True)
 
 
 def _reference(model, lora: bool, ref_path, model_path, cfg: RunConfig):
