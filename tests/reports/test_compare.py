@@ -70,3 +70,13 @@ def test_comparison_markdown_counts_the_seeds_that_agree(tmp_path):
     # in every resample; the rows' own FE differ by 0.40 - 0.42 (seed 0) and 0.50 - 0.42 (seed 1):
     # one of the two seeds shares the sign
     assert "| C1 | A | B | +0.030 [+0.030, +0.030]; 1/2 seeds |" in table
+
+
+def test_a_claim_cell_counts_the_seeds_whose_difference_has_the_pooled_sign():
+    from unlearnlm.reports.compare import _claim_cell
+
+    assert _claim_cell((0.1, 0.05, 0.15), [0.2, 0.1, -0.05]) == "+0.100 [+0.050, +0.150]; 2/3 seeds"
+    # two saturated models (every AUC 1.0): every seed's difference is exactly 0, like the pooled one
+    assert _claim_cell((0.0, 0.0, 0.0), [0.0, 0.0]) == "+0.000 [+0.000, +0.000]; 2/2 seeds"
+    assert _claim_cell((0.0, -0.1, 0.1), [0.1, 0.0]) == "+0.000 [-0.100, +0.100]; 1/2 seeds"
+    assert _claim_cell(None, []) == "—"

@@ -106,11 +106,15 @@ def seed_differences(spec_a: str, spec_b: str, key: str) -> list[float]:
 COMPARED = (("FE", "forget_efficacy"), ("MU Retain", "mu_retain"), ("MU", "model_utility"))
 
 
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
 def _claim_cell(value, per_seed: list[float]) -> str:
     if value is None:
         return "—"
     diff, lo, hi = value
-    agree = sum((d > 0) == (diff > 0) and d != 0 for d in per_seed)
+    agree = sum(_sign(d) == _sign(diff) for d in per_seed)  # an exact 0 agrees only with 0
     seeds = f"; {agree}/{len(per_seed)} seeds" if len(per_seed) > 1 else ""
     return f"{signed(diff)} [{signed(lo)}, {signed(hi)}]{seeds}"
 
