@@ -15,7 +15,7 @@ from pathlib import Path
 
 from unlearnlm.evaluation.aggregates import MU_METRICS
 from unlearnlm.evaluation.store import read_records
-from unlearnlm.reports.compare import comparison_markdown
+from unlearnlm.reports.compare import COMPARED, comparison_tables
 from unlearnlm.reports.robustness import robustness_markdown
 from unlearnlm.reports.runs import RESULTS_FILE, is_final, load_results
 from unlearnlm.reports.seeds import seeds_markdown
@@ -348,11 +348,11 @@ def _comparisons(root: Path, name: str, res: dict) -> str:
              if a in done and b in done]
     if not pairs:
         return "No pair of compared methods has finished yet.\n"
+    utility, privacy = comparison_tables(pairs, (COMPARED, PRIVACY_COMPARED))
     return ("Each cell: A - B of the seed-averaged aggregate, its 95% paired bootstrap interval over "
             "questions (the same questions drawn for every model), and how many seeds' own differences "
-            "share its sign.\n\n" + comparison_markdown(pairs) + "\nMembership-inference AUCs (forget against "
-            "holdout; 0.5: the forget set looks unseen), the same pairs and draws:\n\n"
-            + comparison_markdown(pairs, keys=PRIVACY_COMPARED))
+            "share its sign.\n\n" + utility + "\nMembership-inference AUCs (forget against "
+            "holdout; 0.5: the forget set looks unseen), the same pairs and draws:\n\n" + privacy)
 
 
 PRIVACY_COMPARED = (("AUC Min-K%++", "auc_mia_min_k_plus_plus"), ("AUC Min-K%", "auc_mia_min_k"),

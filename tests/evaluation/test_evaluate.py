@@ -146,9 +146,11 @@ def test_tofu_end_to_end_and_resume(tiny_model_dir, data_dir, tmp_path, monkeypa
 
     monkeypatch.setattr("unlearnlm.evaluation.stages.generate_greedy", boom)
     monkeypatch.setattr("unlearnlm.models.loading.load_model", boom)
+    stored = (out / "summary.json").read_bytes()
     again = ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", out, judges, progress=False)
     assert again["sets"] == summary["sets"] and again["aggregates"] == summary["aggregates"]
     assert len(nli.calls) == 4
+    assert (out / "summary.json").read_bytes() == stored  # its wall time too: no churn in committed records
 
     # A lost set summary recomputes that set alone.
     (out / "retain.summary.json").unlink()

@@ -34,7 +34,7 @@ from unlearnlm.evaluation.store import (
     stored_set,
     write_jsonl,
 )
-from unlearnlm.io import write_json
+from unlearnlm.io import read_json, write_json
 from unlearnlm.utils import log
 
 
@@ -148,7 +148,8 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
         log(f"eval {name}: loaded from {out_dir / f'{name}.summary.json'}")
     general = {} if force else stored_lm_eval(out_dir / LM_EVAL, cfg.eval.lm_eval_limit)
     missing_tasks = [t for t in cfg.eval.lm_eval_tasks if t not in general]
-    if len(done) < len(sets) or missing_tasks:
+    computed = len(done) < len(sets) or bool(missing_tasks)
+    if computed:
         model, tokenizer, fmt, bf16 = _load(model_path, cfg, prompt_edit)
         try:
             for name, rows in sets.items():
@@ -161,7 +162,7 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
                 general.update(_lm_eval(model, tokenizer, missing_tasks, cfg, out_dir, general))
         finally:
             _free(model)
-    return _write_summary(model_path, cfg, sets, family, out_dir, judges_id, done, general, wall)
+    return _write_summary(model_path, cfg, sets, family, out_dir, judges_id, done, general, wall, computed)
 
 
 def _lm_eval(model, tokenizer, tasks: list[str], cfg: RunConfig, out_dir: Path, general: dict) -> dict:
@@ -175,7 +176,9 @@ def _lm_eval(model, tokenizer, tasks: list[str], cfg: RunConfig, out_dir: Path, 
 
 
 def _write_summary(model_path, cfg: RunConfig, sets: dict, family: str, out_dir: Path, judges_id: dict,
-                   done: dict, general: dict, wall: float) -> dict:
+                   done: dict, general: dict, wall: float, computed: bool) -> dict:
+    """Write and return summary.json. When nothing was computed its stored wall time stays, so
+    that a resumed run leaves its finished summaries byte-identical."""
     means = {name: done[name]["means"] for name in sets}
     records = {name: read_records(out_dir / f"{name}.jsonl") for name in sets}  # once, for AUCs and intervals
     aggregates = aggregate(means, family)
@@ -190,7 +193,7 @@ def _write_summary(model_path, cfg: RunConfig, sets: dict, family: str, out_dir:
         "judges": judges_id,
         "seconds": round(sum(done[name]["seconds"] for name in sets)
                          + sum(general[t]["seconds"] for t in cfg.eval.lm_eval_tasks), 3),
-        "wall_seconds": round(time.time() - wall, 3),
+        "wall_seconds": (None if computed else _stored_wall_seconds(out_dir)) or round(time.time() - wall, 3),
     }
     if cfg.eval.lm_eval_tasks:
         summary["lm_eval"] = {t: general[t] for t in cfg.eval.lm_eval_tasks}
@@ -198,6 +201,11 @@ def _write_summary(model_path, cfg: RunConfig, sets: dict, family: str, out_dir:
         summary["intervals"] = intervals(records, family, cfg.eval.bootstrap_resamples)
     write_json(out_dir / SUMMARY, summary)
     return summary
+
+
+def _stored_wall_seconds(out_dir: Path) -> float | None:
+    path = out_dir / SUMMARY
+    return read_json(path).get("wall_seconds") if path.is_file() else None
 
 
 def _privacy_records(eval_dir: str | Path) -> dict[str, list[dict]]:

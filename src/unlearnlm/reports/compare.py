@@ -119,15 +119,25 @@ def _claim_cell(value, per_seed: list[float]) -> str:
     return f"{signed(diff)} [{signed(lo)}, {signed(hi)}]{seeds}"
 
 
-def comparison_markdown(pairs: list[tuple[str, str, str]], resamples: int = RESAMPLES,
-                        keys: tuple[tuple[str, str], ...] = COMPARED) -> str:
-    """A Markdown table of paired differences, one line per (claim, RUN:A, RUN:B): each cell
-    A - B [95% interval], and with several seeds how many of the per-seed differences share the
-    sign of the seed-averaged one."""
+def _claim_table(pairs: list[tuple[str, str, str]], diffs: list[dict], keys: tuple[tuple[str, str], ...]) -> str:
     lines = ["| claim | A | B | " + " | ".join(f"{name}: A - B" for name, _ in keys) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in keys) + " |"]
-    for claim, spec_a, spec_b in pairs:
-        diffs = compare(spec_a, spec_b, resamples)["differences"]
-        cells = [_claim_cell(diffs.get(key), seed_differences(spec_a, spec_b, key)) for _, key in keys]
+    for (claim, spec_a, spec_b), pair_diffs in zip(pairs, diffs):
+        cells = [_claim_cell(pair_diffs.get(key), seed_differences(spec_a, spec_b, key)) for _, key in keys]
         lines.append(f"| {claim} | {spec_a.rpartition(':')[2]} | {spec_b.rpartition(':')[2]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def comparison_tables(pairs: list[tuple[str, str, str]], key_groups: tuple[tuple[tuple[str, str], ...], ...],
+                      resamples: int = RESAMPLES) -> list[str]:
+    """One Markdown table per group of (name, aggregate key), one line per (claim, RUN:A, RUN:B):
+    each cell A - B [95% interval], and with several seeds how many of the per-seed differences
+    share the sign of the seed-averaged one. Each pair is bootstrapped once for all the groups."""
+    diffs = [compare(spec_a, spec_b, resamples)["differences"] for _, spec_a, spec_b in pairs]
+    return [_claim_table(pairs, diffs, keys) for keys in key_groups]
+
+
+def comparison_markdown(pairs: list[tuple[str, str, str]], resamples: int = RESAMPLES,
+                        keys: tuple[tuple[str, str], ...] = COMPARED) -> str:
+    """comparison_tables with one group of aggregates (default: FE, MU Retain, MU)."""
+    return comparison_tables(pairs, (keys,), resamples)[0]
