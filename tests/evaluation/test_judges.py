@@ -314,14 +314,14 @@ def test_length_bucketed_batches_cover_every_example_once_sorted_within_chunks()
 
 
 def test_a_small_offline_judge_build_is_deterministic_and_reused(tmp_path):
-    if not (DATA_DIR / "tofu" / "forget10_perturbed.json").is_file():
-        pytest.skip("shared TOFU data not found")
     import hashlib
+
+    from unlearnlm.data.bundle import BUNDLED_DIR  # the packaged copy: runs in every clone
 
     small = dict(max_pairs=12, epochs=1, progress=False, max_heldout_pairs=6, num_threads=1)
     exclude = ["What is the full name of the author born in Kuwait City, Kuwait on 08/09/1956?"]
-    first = build_offline_nli(DATA_DIR, exclude, tmp_path / "a", **small)
-    second = build_offline_nli(DATA_DIR, exclude, tmp_path / "b", **small)
+    first = build_offline_nli(BUNDLED_DIR, exclude, tmp_path / "a", **small)
+    second = build_offline_nli(BUNDLED_DIR, exclude, tmp_path / "b", **small)
     assert first.name == second.name  # the same key, from the same questions and parameters
     weights = [hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest() for d in (first, second)]
     assert weights[0] == weights[1]  # same seed, same judge
@@ -330,9 +330,9 @@ def test_a_small_offline_judge_build_is_deterministic_and_reused(tmp_path):
     assert info["n_train_pairs"] == 12 and info["excluded_authors"] == 1 and info["params"]["max_pairs"] == 12
     assert 0 <= info["heldout_accuracy"] <= 1 and not list((tmp_path / "a").glob(".*.tmp"))
     stamp = (first / "model.safetensors").stat().st_mtime_ns
-    assert build_offline_nli(DATA_DIR, exclude, tmp_path / "a", **small) == first  # reused, not rebuilt
+    assert build_offline_nli(BUNDLED_DIR, exclude, tmp_path / "a", **small) == first  # reused, not rebuilt
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
-    other_seed = build_offline_nli(DATA_DIR, exclude, tmp_path / "a", seed=1, **small)
+    other_seed = build_offline_nli(BUNDLED_DIR, exclude, tmp_path / "a", seed=1, **small)
     assert other_seed != first
 
 
