@@ -50,32 +50,31 @@ def pad_part(part: dict, width: int, pad_id: int) -> dict:
     }
 
 
-def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int, bf16: bool) -> dict:
-    import torch
-
+def _batches(method, name: str, tok, fmt, rows, n_dynamic: int) -> tuple[bool, list, list, list]:
+    """(mask_question, the epoch's dynamic batches, the same padded to PAD_TO, the timed dynamic ones)."""
     from unlearnlm.config.schema import UnlearnConfig
     from unlearnlm.data.collate import length_grouped_order
-    from unlearnlm.methods import LossConfig, LossContext, get_method
-    from unlearnlm.models.loading import load_model
     from unlearnlm.methods.settings import resolve_method
     from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
 
     forget, retain, idk = rows
-    method = get_method(name)
     mask_question = resolve_method(UnlearnConfig(), name).settings.mask_question  # the method's default
     dataset = UnlearnDataset(forget, retain, idk, tok, fmt, method.parts, mask_question, 512, seed=0)
     order = length_grouped_order(dataset.lengths(), BATCH, seed=0)
-    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
     collate = PartsCollator(tok.pad_token_id)
-    dyn = [collate([dataset[i] for i in b]) for b in batches]
+    dyn = [collate([dataset[i] for i in order[i : i + BATCH]]) for i in range(0, len(order), BATCH)]
     pad = [{k: pad_part(v, PAD_TO, tok.pad_token_id) for k, v in batch.items()} for batch in dyn]
     # dynamic: an evenly spaced selection of the epoch's batches when fewer than all are timed
     pick = sorted({round(i * len(dyn) / n_dynamic) for i in range(n_dynamic)}) if n_dynamic < len(dyn) else range(len(dyn))
-    dyn_timed = [dyn[i] for i in pick]
+    return mask_question, dyn, pad, [dyn[i] for i in pick]
 
-    torch.manual_seed(0)
-    model = load_model(path).train()
-    ref = load_model(path).eval().requires_grad_(False) if method.needs_ref else None
+
+def _optimisation_step(method, name: str, model, ref, bf16: bool):
+    """One full step on a batch (forward of every part, loss, backward, AdamW); returns the loss."""
+    import torch
+
+    from unlearnlm.methods import LossConfig, LossContext
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
     cfg = LossConfig()
 
@@ -89,56 +88,74 @@ def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int,
         opt.zero_grad(set_to_none=True)
         return loss.detach().item()
 
-    def tokens(batch):
-        real = sum(int(p["attention_mask"].sum()) for p in batch.values())
-        total = sum(p["attention_mask"].numel() for p in batch.values())
-        return real, total
+    return step
 
-    print(f"\n-- {name}: parts {sorted(method.parts)}, mask_question={mask_question}, "
-          f"reference model {'loaded' if ref is not None else 'not needed'}; "
-          f"{len(dyn)} batches of {BATCH} per epoch; timing {steps} padded steps and {len(dyn_timed)} dynamic steps")
-    t = time.perf_counter()
-    step(dyn[0])
-    w_dyn = time.perf_counter() - t
-    t = time.perf_counter()
-    step(pad[0])
-    w_pad = time.perf_counter() - t
-    print(f"   warm-up: dynamic step {w_dyn:.1f}s, padded step {w_pad:.1f}s (not counted)", flush=True)
 
+def _tokens(batch) -> tuple[int, int]:
+    """(real tokens, all positions) of a batch of parts."""
+    real = sum(int(p["attention_mask"].sum()) for p in batch.values())
+    return real, sum(p["attention_mask"].numel() for p in batch.values())
+
+
+def _warm_up(step, dyn: list, pad: list) -> None:
+    seconds = []
+    for batch in (dyn[0], pad[0]):
+        t = time.perf_counter()
+        step(batch)
+        seconds.append(time.perf_counter() - t)
+    print(f"   warm-up: dynamic step {seconds[0]:.1f}s, padded step {seconds[1]:.1f}s (not counted)", flush=True)
+
+
+def _interleaved(step, pad: list, dyn_timed: list, steps: int) -> dict:
+    """Time ``steps`` padded steps, each followed by a share of the dynamic ones; per mode
+    {steps, seconds, steps_per_s, tokens_per_step, real_tokens_per_step, real_tokens_per_s}."""
     sw = common.Stopwatch()
-    real = {"dynamic": 0, "padded": 0}
-    total = {"dynamic": 0, "padded": 0}
-    share = math.ceil(len(dyn_timed) / steps)
-    queue = list(dyn_timed)
+    real, total = {"dynamic": 0, "padded": 0}, {"dynamic": 0, "padded": 0}
+
+    def timed(mode: str, batch) -> None:
+        with sw(mode):
+            step(batch)
+        rt, tt = _tokens(batch)
+        real[mode] += rt
+        total[mode] += tt
+
+    share, queue = math.ceil(len(dyn_timed) / steps), list(dyn_timed)
     for r in range(steps):
         batch = pad[(r + 1) % len(pad)]
-        with sw("padded"):
-            step(batch)
-        rt, tt = tokens(batch)
-        real["padded"] += rt
-        total["padded"] += tt
+        timed("padded", batch)
+        rt, tt = _tokens(batch)
         print(f"   padded  step {r + 1}: {sw.seconds['padded'] / sw.counts['padded']:.2f}s mean so far, "
               f"{tt} tokens ({rt} real)", flush=True)
         mine, queue = (queue[:share], queue[share:]) if r < steps - 1 else (queue, [])
         for batch in mine:
-            with sw("dynamic"):
-                step(batch)
-            rt, tt = tokens(batch)
-            real["dynamic"] += rt
-            total["dynamic"] += tt
+            timed("dynamic", batch)
         if mine:
             print(f"   dynamic steps so far {sw.counts['dynamic']}: {sw.seconds['dynamic'] / sw.counts['dynamic']:.2f}s mean", flush=True)
-    out = {}
-    for mode in ("dynamic", "padded"):
-        n = sw.counts[mode]
-        out[mode] = {
-            "steps": n, "seconds": sw.seconds[mode], "steps_per_s": sw.rate(mode),
-            "tokens_per_step": total[mode] / n, "real_tokens_per_step": real[mode] / n,
-            "real_tokens_per_s": real[mode] / sw.seconds[mode],
-        }
+    return {mode: {"steps": sw.counts[mode], "seconds": sw.seconds[mode], "steps_per_s": sw.rate(mode),
+                   "tokens_per_step": total[mode] / sw.counts[mode], "real_tokens_per_step": real[mode] / sw.counts[mode],
+                   "real_tokens_per_s": real[mode] / sw.seconds[mode]} for mode in ("dynamic", "padded")}
+
+
+def run_method(name: str, path: str, tok, fmt, rows, steps: int, n_dynamic: int, bf16: bool) -> dict:
+    import torch
+
+    from unlearnlm.methods import get_method
+    from unlearnlm.models.loading import load_model
+
+    method = get_method(name)
+    mask_question, dyn, pad, dyn_timed = _batches(method, name, tok, fmt, rows, n_dynamic)
+    torch.manual_seed(0)
+    model = load_model(path).train()
+    ref = load_model(path).eval().requires_grad_(False) if method.needs_ref else None
+    step = _optimisation_step(method, name, model, ref, bf16)
+    print(f"\n-- {name}: parts {sorted(method.parts)}, mask_question={mask_question}, "
+          f"reference model {'loaded' if ref is not None else 'not needed'}; "
+          f"{len(dyn)} batches of {BATCH} per epoch; timing {steps} padded steps and {len(dyn_timed)} dynamic steps")
+    _warm_up(step, dyn, pad)
+    out = _interleaved(step, pad, dyn_timed, steps)
     out["ratio"] = out["dynamic"]["steps_per_s"] / out["padded"]["steps_per_s"]
     out["token_ratio"] = out["padded"]["tokens_per_step"] / out["dynamic"]["tokens_per_step"]
-    del model, ref, opt
+    del model, ref, step
     return out
 
 
