@@ -33,7 +33,7 @@ def test_across_seed_summary_by_hand():
 
 def test_seed_labels():
     assert seed_suffixes(load_config("demo")) == [(0, "")]
-    assert seed_suffixes(load_config("demo", ["seeds=[3]"])) == [(3, "")]
+    assert seed_suffixes(load_config("demo", ["seeds=[3]"])) == [(3, "/seed3")]  # never the plain label
     assert seed_suffixes(load_config("demo", ["seeds=[0,2]"])) == [(0, "/seed0"), (2, "/seed2")]
 
 

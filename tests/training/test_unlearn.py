@@ -263,3 +263,21 @@ def test_report_to_is_checked_and_changes_no_cache_key():
         load_config("demo", ["unlearn.train.report_to=tensorbord"])
     assert selection_key(load_config("demo", ["finetune.train.report_to=tensorboard"])) == \
         selection_key(load_config("demo"))
+
+
+def test_a_finished_model_of_another_seed_is_refused_not_reused(tmp_path):
+    from unlearnlm.errors import ConfigError
+    from unlearnlm.training.layout import ModelFolder
+
+    out = tmp_path / "GA+GD"
+    out.mkdir()
+    ModelFolder(out).manifest.write_text(json.dumps({"kind": "unlearned", "method": "GA+GD", "seed": 0}))
+    cfg = load_config("demo", ["unlearn.train.seed=1"])
+    with pytest.raises(ConfigError, match=r"GA\+GD: this model was unlearned with unlearn.train.seed=0, not 1"):
+        unlearn_model(cfg, "GA+GD", tmp_path, out)
+    # its own seed: the finished model is reused as it is, nothing loaded or trained
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "config.json").write_text("{}")
+    (start / "model.safetensors").write_bytes(b"")  # never read: the finished model is reused
+    assert unlearn_model(load_config("demo"), "GA+GD", start, out)["seed"] == 0

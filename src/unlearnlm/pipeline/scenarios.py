@@ -54,10 +54,11 @@ def _eval_key(cfg: RunConfig, tasks: list[str], judges: Judges) -> str:
 
 def seed_suffixes(cfg: RunConfig) -> list[tuple[int, str]]:
     """(unlearning seed, label suffix) of each repetition: one unsuffixed run at
-    ``unlearn.train.seed`` unless ``seeds`` lists several ("/seed1", ...)."""
+    ``unlearn.train.seed``, or with ``seeds`` one "/seedN" per listed seed (a single one too,
+    so that a run reopened with other seeds never reuses another seed's model)."""
     if not cfg.seeds:
         return [(cfg.unlearn.train.seed, "")]
-    return [(s, f"/seed{s}" if len(cfg.seeds) > 1 else "") for s in cfg.seeds]
+    return [(s, f"/seed{s}") for s in cfg.seeds]
 
 
 def _with_seed(cfg: RunConfig, seed: int) -> RunConfig:

@@ -33,6 +33,7 @@ from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.lora import BaseModelReference, with_lora
 from unlearnlm.training.method_state import load_method_state, save_method_state
 from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
+from unlearnlm.io import read_json
 from unlearnlm.utils import log
 
 
@@ -179,6 +180,7 @@ def unlearn_model(
     forget_tasks = forget_tasks or cfg.data.tasks
     unlearned_tasks = unlearned_tasks or forget_tasks
     train = settings.train
+    _refuse_another_seed(out_dir, train.seed)
     model_path = resolve_model(str(model_path), cfg.model.cache_dir)
     ref_path = ref_path or model_path
     job: dict = {}
@@ -227,6 +229,14 @@ def unlearn_model(
         }
 
     return train_job(out_dir, f"[unlearn] {method_name}", build, finish, train.merge_lora)
+
+
+def _refuse_another_seed(out_dir: Path, seed: int) -> None:
+    """A finished model of another unlearning seed is not this job's result: stop, naming it."""
+    folder = ModelFolder(out_dir)
+    if folder.is_done and (stored := read_json(folder.manifest).get("seed", seed)) != seed:
+        raise ConfigError(f"{out_dir}: this model was unlearned with unlearn.train.seed={stored}, not {seed}; "
+                          "use another run_name or list the seeds with seeds=[...]")
 
 
 def _description(n_forget: int, n_retain: int, settings, ref, n_trainable: int | None) -> str:
