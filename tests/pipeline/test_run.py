@@ -58,11 +58,18 @@ def test_run_writes_results_report_and_resumes(tiny_run_overrides, tmp_path, cap
 
 def test_continual_scenario_chains_tasks(tiny_run_overrides, tmp_path):
     cfg = load_config("demo", tiny_run_overrides + ["scenario=continual", "data.tasks=[1,2]", "methods=[IDK+GD]",
-                                                    "unlearn.train.batch_size=20"])
+                                                    "unlearn.train.batch_size=20", "eval.eval_epochs=true"])
     run_dir = run(cfg)
     results = json.loads((run_dir / "results.json").read_text())
+    epoch_rows = [r for r in results["rows"] if r["epoch"] is not None]
+    results["rows"] = [r for r in results["rows"] if r["epoch"] is None]
     assert [(r["label"], r["task"]) for r in results["rows"]] == [
         ("target", None), ("IDK+GD/task1", 1), ("IDK+GD/task2", 2)]
+    # eval_epochs: one row per epoch (1 here), on the final row's sets and with its task
+    assert [(r["label"], r["task"], r["epoch"]) for r in epoch_rows] == [
+        ("IDK+GD/task1/epoch1", 1, 1), ("IDK+GD/task2/epoch1", 2, 1)]
+    for final, epoch in zip(results["rows"][1:], epoch_rows):  # after its one epoch: the final model
+        assert epoch["aggregates"] == final["aggregates"] and epoch["sets"] == final["sets"]
     second = json.loads((run_dir / "models" / "IDK+GD_task2" / "unlearnlm_manifest.json").read_text())
     assert second["base_model"].endswith("IDK+GD_task1")  # task 2 starts from task 1's model
     assert second["unlearned_tasks"] == ["1", "2"]

@@ -148,7 +148,7 @@ class EvalConfig:
     # each attacked model's forget set is evaluated and reported beside the plain one; [] = none.
     attacks: list[str] = field(default_factory=list)
     attack: AttackConfig = field(default_factory=AttackConfig)
-    eval_epochs: bool = False  # also evaluate every saved epoch checkpoint
+    eval_epochs: bool = False  # also evaluate the model after every unlearning epoch (kept per epoch)
     forget_quality: bool = True  # fictitious: fine-tune a retain model and report TOFU Forget Quality
     # Evaluation precision: auto (bf16 autocast where the processor has native bf16), true
     # (autocast), false (fp32), weights (the weights cast to bf16: fastest on bf16 hardware;

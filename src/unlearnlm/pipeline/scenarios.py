@@ -61,8 +61,11 @@ def seed_suffixes(cfg: RunConfig) -> list[tuple[int, str]]:
     return [(s, f"/seed{s}") for s in cfg.seeds]
 
 
-def _with_seed(cfg: RunConfig, seed: int) -> RunConfig:
-    train = dataclasses.replace(cfg.unlearn.train, seed=seed)
+def _unlearn_config(cfg: RunConfig, seed: int) -> RunConfig:
+    """One repetition's options: its unlearning seed, and a model kept per epoch when
+    ``eval.eval_epochs`` asks for epoch rows."""
+    train = dataclasses.replace(cfg.unlearn.train, seed=seed,
+                                save_every_epoch=cfg.unlearn.train.save_every_epoch or cfg.eval.eval_epochs)
     return dataclasses.replace(cfg, unlearn=dataclasses.replace(cfg.unlearn, train=train))
 
 
@@ -163,7 +166,7 @@ class Run:
             self.evaluate(label, out, eval_tasks, method=method, lr=lr, **fields)
             return out
         try:
-            unlearn_model(_with_seed(self.cfg, seed), method, start, out, tasks, unlearned, ref)
+            unlearn_model(_unlearn_config(self.cfg, seed), method, start, out, tasks, unlearned, ref)
         except NumericalError as e:
             log(f"[{label}] FAILED: {e}")
             self.rows.append(_failed_row(label, str(e), method=method, lr=lr, **fields))
@@ -172,8 +175,9 @@ class Run:
         self.evaluate(label, out, eval_tasks, method=method, lr=lr, **fields)
         if self.cfg.eval.eval_epochs:
             for epoch, epoch_dir in ModelFolder(out).epoch_dirs():
-                self.evaluate(f"{label}/epoch{epoch}", epoch_dir, tasks, method=method, lr=lr, epoch=epoch,
-                              seed=seed)
+                # the same sets as the final row (continual: every task so far) and its fields
+                self.evaluate(f"{label}/epoch{epoch}", epoch_dir, eval_tasks, method=method, lr=lr, epoch=epoch,
+                              **fields)
         return out
 
     def evaluated_without_model(self, label: str, out: Path, tasks: list[str]) -> bool:
