@@ -60,6 +60,18 @@ def test_paired_difference_of_a_constant_shift_is_exact():
     assert diff["model_utility"] is None
 
 
+def test_a_repeated_question_pairs_occurrence_by_occurrence():
+    # q0 is asked twice; B differs from A only at the first q0 (0.3 instead of 0.1). Every metric
+    # equals the score, so FE = 1 - the mean score: FE(A) - FE(B) = -(0.1 - 0.3) / 3 = +0.0667.
+    # Keyed by the question alone, both models' q0 would be their last one and the difference 0.
+    def model(scores):
+        return {"forget": [{"question": q, **dict.fromkeys(MU_METRICS, v)} for q, v in zip(["q0", "q0", "q1"], scores)]}
+
+    diff, lo, hi = paired_differences(model([0.1, 0.9, 0.5]), model([0.3, 0.9, 0.5]), "tofu", resamples=200,
+                                      seed=3)["forget_efficacy"]
+    assert diff == pytest.approx(0.2 / 3, abs=1e-12) and lo >= 0 and hi <= 0.2 + 1e-12
+
+
 def test_zero_one_scores_match_the_binomial_interval():
     # 60 of 200 entailment scores are 1: the normal (Wald) binomial interval is
     # p +- 1.96 sqrt(p (1 - p) / n) = 0.3 +- 0.0635

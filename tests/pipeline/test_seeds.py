@@ -29,6 +29,10 @@ def test_across_seed_summary_by_hand():
     text = seeds_markdown(results)
     assert "| GA+GD | 0,1 | 0.300 ± 0.141 | — | 0.500 ± 0.141 (CI ±0.100) |" in text
     assert seeds_markdown({"rows": [_row(0, 0.4, 0.2)]}) == ""  # one seed: nothing to summarise
+    # a failed seed is left out of the statistics but named beside the seeds that count
+    failed = {**_row(2, 0.9, 0.9), "status": "failed", "error": "non-finite loss"}
+    results["rows"].append(failed)
+    assert "| GA+GD | 0,1 (2 failed) | 0.300 ± 0.141 | — | 0.500 ± 0.141 (CI ±0.100) |" in seeds_markdown(results)
 
 
 def test_seed_labels():

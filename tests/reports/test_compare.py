@@ -80,3 +80,16 @@ def test_a_claim_cell_counts_the_seeds_whose_difference_has_the_pooled_sign():
     assert _claim_cell((0.0, 0.0, 0.0), [0.0, 0.0]) == "+0.000 [+0.000, +0.000]; 2/2 seeds"
     assert _claim_cell((0.0, -0.1, 0.1), [0.1, 0.0]) == "+0.000 [-0.100, +0.100]; 1/2 seeds"
     assert _claim_cell(None, []) == "—"
+
+
+def test_compare_names_missing_or_damaged_records(tmp_path, capsys):
+    run = tmp_path / "run"
+    rows = [_model(run, "A", 0.0), _model(run, "B", 0.1)]
+    (run / "results.json").write_text(json.dumps({"run_name": "run", "rows": rows}))
+    retain = run / "eval" / "B" / "retain.jsonl"
+    retain.write_text('{"question": "retain0"}\n{"question": \n')  # cut short
+    assert main(["compare", f"{run}:A", f"{run}:B"]) == 2
+    assert f"{retain}:2: not a JSON record" in capsys.readouterr().err
+    retain.unlink()  # a folder copied without its records: an error, not a silently shorter table
+    assert main(["compare", f"{run}:A", f"{run}:B"]) == 2
+    assert f"compare: {retain}: file not found (the per-question records of B)" in capsys.readouterr().err

@@ -93,16 +93,27 @@ def intervals(records: Records, family: str, resamples: int = RESAMPLES, seed: i
     }
 
 
+def _keyed(records: list[dict]) -> dict[tuple[str, int], dict]:
+    """Records keyed by (question, how many times it came before): a repeated question pairs
+    its first occurrence with the other model's first, its second with the second."""
+    seen: dict[str, int] = {}
+    out = {}
+    for r in records:
+        k = seen[r["question"]] = seen.get(r["question"], -1) + 1
+        out[(r["question"], k)] = r
+    return out
+
+
 def _shared_questions(*models: Records) -> list[dict]:
     """Every model's records restricted to the questions of each set that all of them hold, in
     the first model's order (a pairing by question)."""
     sets = [s for s in models[0] if all(s in m for m in models)]
-    by_q = [{s: {r["question"]: r for r in m[s]} for s in sets} for m in models]
+    by_q = [{s: _keyed(m[s]) for s in sets} for m in models]
     out: list[dict] = [{} for _ in models]
     for s in sets:
-        shared = [r["question"] for r in models[0][s] if all(r["question"] in q[s] for q in by_q)]
+        shared = [key for key in by_q[0][s] if all(key in q[s] for q in by_q)]
         for i, q in enumerate(by_q):
-            out[i][s] = [q[s][question] for question in shared]
+            out[i][s] = [q[s][key] for key in shared]
     return out
 
 

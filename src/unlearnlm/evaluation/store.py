@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from unlearnlm.errors import DataError
 from unlearnlm.io import _jsonable, atomic_path, read_json
 from unlearnlm.utils import log
 
@@ -35,8 +36,16 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def read_records(path: str | Path) -> list[dict]:
+    """The per-example records of a ``<set>.jsonl``; a damaged line is a DataError naming it."""
+    records = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except ValueError as e:
+                    raise DataError(f"{path}:{number}: not a JSON record ({e.msg})") from None
+    return records
 
 
 def stored_set(path: Path, rows: list[dict], judges: dict) -> dict | None:

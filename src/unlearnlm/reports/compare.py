@@ -38,11 +38,15 @@ def _side_rows(run_dir: str, label: str, spec: str) -> list[dict]:
 
 
 def _row_records(run_dir: str, row: dict) -> tuple[dict[str, list[dict]], str]:
+    if not row.get("eval_dir") or not row.get("sets"):
+        raise DataError(f"compare: {run_dir}/results.json: row {row['label']!r} has no eval_dir or sets")
     eval_dir = Path(run_dir) / row["eval_dir"]
     summary = read_json(eval_dir / SUMMARY) if (eval_dir / SUMMARY).is_file() else {}
     family = summary.get("family") or summary.get("scenario") or ("real_world" if "neighbor" in row["sets"] else "tofu")
-    records = {s: read_records(eval_dir / f"{s}.jsonl") for s in row["sets"] if (eval_dir / f"{s}.jsonl").is_file()}
-    return records, family
+    missing = [str(eval_dir / f"{s}.jsonl") for s in row["sets"] if not (eval_dir / f"{s}.jsonl").is_file()]
+    if missing:
+        raise DataError(f"compare: {missing[0]}: file not found (the per-question records of {row['label']})")
+    return {s: read_records(eval_dir / f"{s}.jsonl") for s in row["sets"]}, family
 
 
 def model_records(spec: str) -> tuple[list[str], list[dict[str, list[dict]]], str]:
@@ -91,6 +95,8 @@ def compare_lines(spec_a: str, spec_b: str, resamples: int = RESAMPLES) -> list[
             continue
         diff, lo, hi = value
         lines.append(f"  {names.get(key, key):10s} A - B = {signed(diff)} [{signed(lo)}, {signed(hi)}]  {verdict(lo, hi)}")
+    if len(lines) == 1:
+        lines.append("  no aggregate has its sets in both models' shared questions")
     return lines
 
 

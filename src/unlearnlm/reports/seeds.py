@@ -31,16 +31,22 @@ def _stats(rows: Sequence[Mapping[str, Any]], key: str) -> dict | None:
 
 
 def seed_groups(results: Results | Sequence[Results]) -> list[dict]:
-    """One entry per (run, method) finished under at least two seeds."""
+    """One entry per (run, method) finished under at least two seeds; ``failed``: its seeds whose
+    unlearning failed (left out of the statistics, named in the table)."""
     out = []
     for res in as_list(results):
         by_method: dict[str, list[dict]] = {}
+        failed: dict[str, list[int]] = {}
         for row in res.get("rows", []):
-            if row.get("method") and row.get("seed") is not None and is_final(row) and row.get("status") == "ok":
-                by_method.setdefault(row["method"], []).append(row)
+            if row.get("method") and row.get("seed") is not None and is_final(row):
+                if row.get("status") == "ok":
+                    by_method.setdefault(row["method"], []).append(row)
+                else:
+                    failed.setdefault(row["method"], []).append(row["seed"])
         for method, rows in by_method.items():
             if len({r["seed"] for r in rows}) >= 2:
                 out.append({"run": res.get("run_name", ""), "method": method, "seeds": sorted(r["seed"] for r in rows),
+                            "failed": sorted(failed.get(method, [])),
                             "stats": {k: _stats(rows, k) for _, k in SEED_AGGREGATES}})
     return out
 
@@ -52,10 +58,15 @@ def _cell(s: dict | None) -> str:
     return f"{s['mean']:.3f} ± {s['sd']:.3f}{ci}"
 
 
+def _seeds_cell(group: dict) -> str:
+    failed = group.get("failed") or []
+    return ",".join(map(str, group["seeds"])) + (f" ({','.join(map(str, failed))} failed)" if failed else "")
+
+
 def _table(groups: list[dict]) -> tuple[list[str], list[list[str]]]:
     several = len({g["run"] for g in groups}) > 1
     header = ["method", "seeds", *(c for c, _ in SEED_AGGREGATES)]
-    body = [[(f"{g['run']}:" if several else "") + g["method"], ",".join(map(str, g["seeds"])),
+    body = [[(f"{g['run']}:" if several else "") + g["method"], _seeds_cell(g),
              *(_cell(g["stats"][k]) for _, k in SEED_AGGREGATES)] for g in groups]
     return header, body
 
