@@ -242,3 +242,18 @@ def test_demo_retain_rows_too_many(synthetic_data_dir):
     assert len(tofu.demo_retain_rows(synthetic_data_dir, 3)) == 3
     with pytest.raises(DataError, match="exceeds the 3 rows"):
         tofu.demo_retain_rows(synthetic_data_dir, 4)
+
+
+def test_a_retain_model_keeps_every_row_but_the_forgotten_ones(data_dir):
+    # "What is the full name of the author?" is asked of Isabel Martinez (forget10, task 6) and of
+    # Aurelio Beltran (retain10): forgetting task 6 must drop the first row only.
+    from unlearnlm.config import load_config
+    from unlearnlm.training.finetune import finetune_rows
+
+    cfg = load_config("demo", ["data.split=forget10", "data.tasks=[6]", "finetune.retain_rows=null",
+                               f"data.data_dir={data_dir}"])
+    forget = tofu.forget_rows(data_dir, "forget10", ["6"])
+    retain = finetune_rows(cfg, "retain")
+    assert len(retain) == 4000 - len(forget)  # TOFU's 4,000 QA less the forgotten task's
+    shared = [r for r in tofu.all_tofu_rows(data_dir) if r["question"] == "What is the full name of the author?"]
+    assert len(shared) == 2 and sum(r in retain for r in shared) == 1

@@ -36,8 +36,9 @@ def finetune_rows(cfg: RunConfig, which: str) -> list[dict]:
         everything = tofu.all_tofu_rows(data_dir)
         if which == "target":
             return everything
-        forgotten = {r["question"] for r in forget}
-        return [r for r in everything if r["question"] not in forgotten]
+        # by (question, answer): TOFU asks "What is the full name of the author?" of two authors
+        forgotten = {(r["question"], r["answer"]) for r in forget}
+        return [r for r in everything if (r["question"], r["answer"]) not in forgotten]
     retain = tofu.demo_retain_rows(data_dir, cfg.finetune.retain_rows)
     return forget + retain if which == "target" else retain
 

@@ -143,8 +143,8 @@ def unlearning_rows(cfg: RunConfig, forget_tasks: list[str], unlearned_tasks: li
     data_dir = resolve_data_dir(cfg.data.data_dir)
     forget = tofu.forget_rows(data_dir, cfg.data.split, forget_tasks)
     if cfg.unlearn.retain_set == "target_data" and cfg.data.split != tofu.REAL_WORLD:
-        gone = {r["question"] for r in tofu.forget_rows(data_dir, cfg.data.split, unlearned_tasks)}
-        retain = [r for r in finetune_rows(cfg, "target") if r["question"] not in gone]
+        gone = {(r["question"], r["answer"]) for r in tofu.forget_rows(data_dir, cfg.data.split, unlearned_tasks)}
+        retain = [r for r in finetune_rows(cfg, "target") if (r["question"], r["answer"]) not in gone]
     else:
         retain = tofu.retain_rows(data_dir, cfg.data.split, unlearned_tasks)
     if not retain:
