@@ -108,7 +108,7 @@ def test_every_method_unlearns_and_saves(method_name, tiny_target, tmp_path):
                                f"unlearn.train.lr={1e-4 if method_name.startswith('UNDIAL') else 3e-3}")
     out = tmp_path / "unlearned"
     manifest = unlearn_model(cfg, method_name, target, out)
-    assert manifest["method"] == method_name
+    assert manifest["method"] == method_name and manifest["job"]["settings"]["method"] == method_name
     assert (manifest["ref_model"] is not None) == get_method(method_name).needs_ref
     model = AutoModelForCausalLM.from_pretrained(out)  # a plain HF folder
     assert sum(p.numel() for p in model.parameters()) > 0
@@ -265,19 +265,36 @@ def test_report_to_is_checked_and_changes_no_cache_key():
         selection_key(load_config("demo"))
 
 
-def test_a_finished_model_of_another_seed_is_refused_not_reused(tmp_path):
+def test_a_finished_model_or_checkpoint_of_another_job_is_refused_not_reused(tmp_path):
     from unlearnlm.errors import ConfigError
+    from unlearnlm.training.base import JOB_FILE
     from unlearnlm.training.layout import ModelFolder
+    from unlearnlm.training.unlearn import _job
 
-    out = tmp_path / "GA+GD"
-    out.mkdir()
-    ModelFolder(out).manifest.write_text(json.dumps({"kind": "unlearned", "method": "GA+GD", "seed": 0}))
-    cfg = load_config("demo", ["unlearn.train.seed=1"])
-    with pytest.raises(ConfigError, match=r"GA\+GD: this model was unlearned with unlearn.train.seed=0, not 1"):
-        unlearn_model(cfg, "GA+GD", tmp_path, out)
-    # its own seed: the finished model is reused as it is, nothing loaded or trained
-    start = tmp_path / "start"
+    start = tmp_path / "start"  # a start model that is never loaded
     start.mkdir()
     (start / "config.json").write_text("{}")
-    (start / "model.safetensors").write_bytes(b"")  # never read: the finished model is reused
-    assert unlearn_model(load_config("demo"), "GA+GD", start, out)["seed"] == 0
+    (start / "model.safetensors").write_bytes(b"")
+    out = tmp_path / "GA+GD"
+    out.mkdir()
+    seed0 = load_config("demo")
+    job = _job(seed0, resolve_method(seed0.unlearn, "GA+GD"), start, None, ["1"], ["1"])
+    folder = ModelFolder(out)
+    folder.manifest.write_text(json.dumps({"kind": "unlearned", "seed": 0, "job": job}))
+    seed1 = load_config("demo", ["unlearn.train.seed=1"])
+    with pytest.raises(ConfigError, match=r"GA\+GD: made by another job \(settings.train.seed: 0 there, 1 now\)"):
+        unlearn_model(seed1, "GA+GD", start, out)
+    with pytest.raises(ConfigError, match=r"made by another job \(settings.train.lr: 0.0001 there, 0.001 now\)"):
+        unlearn_model(load_config("demo", ["unlearn.train.lr=1e-3"]), "GA+GD", start, out)
+    # its own job: the finished model is reused as it is, nothing loaded or trained
+    assert unlearn_model(seed0, "GA+GD", start, out)["seed"] == 0
+    # a folder finished before jobs were recorded is reused
+    folder.manifest.write_text(json.dumps({"kind": "unlearned", "seed": 0}))
+    assert unlearn_model(seed1, "GA+GD", start, out)["seed"] == 0
+    # an interrupted job's checkpoint is not resumed by another job
+    folder.manifest.unlink()
+    (folder.checkpoints / "checkpoint-2").mkdir(parents=True)
+    (folder.checkpoints / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (folder.checkpoints / JOB_FILE).write_text(json.dumps(job))
+    with pytest.raises(ConfigError, match=r"GA\+GD.checkpoints: made by another job \(settings.train.seed"):
+        unlearn_model(seed1, "GA+GD", start, out)

@@ -17,7 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from unlearnlm.config.schema import TrainConfig
 from unlearnlm.data.collate import LengthGroupedSampler
-from unlearnlm.errors import NumericalError
+from unlearnlm.errors import ConfigError, NumericalError
 from unlearnlm.io import read_json, write_json
 from unlearnlm.models.compat import add_legacy_keys
 from unlearnlm.models.loading import use_bf16
@@ -226,16 +226,48 @@ def _route_tracking_logs(trainer: Trainer, logs: Path) -> None:
             callback.logging_dir = str(logs)
 
 
-def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge_lora: bool = True) -> dict:
+JOB_FILE = "job.json"  # beside the checkpoints: the job they belong to
+
+
+def refuse_another_job(where: Path, stored: dict | None, job: dict | None) -> None:
+    """ConfigError naming ``where`` and the first setting in which the job that made it differs
+    (a folder written before jobs were recorded, ``stored`` None, is accepted)."""
+    if stored is None or job is None or stored == job:
+        return
+    key, was, now = _first_difference(stored, job)
+    raise ConfigError(f"{where}: made by another job ({key}: {was!r} there, {now!r} now); "
+                      "use another output folder or run_name, or delete it to start over")
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> tuple[str, object, object]:
+    """(dotted key, value in a, value in b) of the first key, in sorted order, where a and b differ."""
+    key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+        return _first_difference(a[key], b[key], f"{prefix}{key}.")
+    return f"{prefix}{key}", a.get(key), b.get(key)
+
+
+def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge_lora: bool = True,
+              job: dict | None = None) -> dict:
     """The skeleton every training job shares: reuse a finished folder; else build the trainer,
     resume from the last complete checkpoint, train, save the model atomically, write the
     manifest (last: it marks the folder finished) and drop the checkpoints. ``tag`` starts the
-    log lines ("[unlearn] ME+GD"). -> the manifest"""
+    log lines ("[unlearn] ME+GD"). ``job``: what makes the model (JSON); a finished folder or a
+    checkpoint made by another job is refused, never reused. -> the manifest"""
     folder = ModelFolder(out_dir)
+    job = json.loads(json.dumps(job)) if job is not None else None  # tuples -> lists, as stored
     if folder.is_done:
+        manifest = read_json(folder.manifest)
+        refuse_another_job(out_dir, manifest.get("job"), job)
         log(f"{tag}: cached at {out_dir}")
-        return read_json(folder.manifest)
+        return manifest
     resume = last_checkpoint(folder.checkpoints)
+    if resume and job is not None:
+        refuse_another_job(folder.checkpoints, read_json(folder.checkpoints / JOB_FILE)
+                           if (folder.checkpoints / JOB_FILE).is_file() else None, job)
+    if job is not None:
+        folder.checkpoints.mkdir(parents=True, exist_ok=True)
+        write_json(folder.checkpoints / JOB_FILE, job)
     trainer, tokenizer, description = build(folder, resume)
     _route_tracking_logs(trainer, folder.logs)
     log(f"{tag}: {description}" + (f", resuming from {resume}" if resume else ""))
@@ -247,6 +279,8 @@ def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge
     manifest: dict = {"seconds": round(seconds, 1), "real_tokens_per_s": round(tps, 1)}  # every rank
     if trainer.args.should_save:
         manifest = finish(trainer, seconds) | manifest | {"environment": environment_info()}
+        if job is not None:
+            manifest["job"] = job
         write_json(folder.manifest, manifest)
         from unlearnlm.reports.model_card import write_model_card  # reports sit above training
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from unlearnlm.config.load import config_to_dict
+from unlearnlm.config.load import config_to_dict, result_train_options
 from unlearnlm.config.schema import RunConfig
 from unlearnlm.data import tofu
 from unlearnlm.data.loading import resolve_data_dir
@@ -33,7 +33,6 @@ from unlearnlm.training.layout import ModelFolder
 from unlearnlm.training.lora import BaseModelReference, with_lora
 from unlearnlm.training.method_state import load_method_state, save_method_state
 from unlearnlm.training.unlearn_data import PartsCollator, UnlearnDataset
-from unlearnlm.io import read_json
 from unlearnlm.utils import log
 
 
@@ -180,7 +179,7 @@ def unlearn_model(
     forget_tasks = forget_tasks or cfg.data.tasks
     unlearned_tasks = unlearned_tasks or forget_tasks
     train = settings.train
-    _refuse_another_seed(out_dir, train.seed)
+    identity = _job(cfg, resolved, model_path, ref_path, forget_tasks, unlearned_tasks)
     model_path = resolve_model(str(model_path), cfg.model.cache_dir)
     ref_path = ref_path or model_path
     job: dict = {}
@@ -228,15 +227,18 @@ def unlearn_model(
             "trainable_tensors": job["n_trainable"], "seed": train.seed, "log_history": trainer.state.log_history,
         }
 
-    return train_job(out_dir, f"[unlearn] {method_name}", build, finish, train.merge_lora)
+    return train_job(out_dir, f"[unlearn] {method_name}", build, finish, train.merge_lora, identity)
 
 
-def _refuse_another_seed(out_dir: Path, seed: int) -> None:
-    """A finished model of another unlearning seed is not this job's result: stop, naming it."""
-    folder = ModelFolder(out_dir)
-    if folder.is_done and (stored := read_json(folder.manifest).get("seed", seed)) != seed:
-        raise ConfigError(f"{out_dir}: this model was unlearned with unlearn.train.seed={stored}, not {seed}; "
-                          "use another run_name or list the seeds with seeds=[...]")
+def _job(cfg: RunConfig, resolved: ResolvedMethod, model_path, ref_path, forget_tasks, unlearned_tasks) -> dict:
+    """What makes an unlearned model: the method and every setting that changes its weights (seed
+    included), the data, and the start and reference models (by folder name: a run directory
+    may move). A finished folder or checkpoint of another job is refused (``train_job``)."""
+    settings = config_to_dict(resolved.settings)
+    settings["train"] = {k: v for k, v in result_train_options(settings["train"]).items() if k != "save_every_epoch"}
+    return {"method": resolved.settings.method, "settings": settings, "split": cfg.data.split,
+            "forget_tasks": [str(t) for t in forget_tasks], "unlearned_tasks": [str(t) for t in unlearned_tasks],
+            "start_model": Path(str(model_path)).name, "reference_model": Path(str(ref_path)).name if ref_path else None}
 
 
 def _description(n_forget: int, n_retain: int, settings, ref, n_trainable: int | None) -> str:
