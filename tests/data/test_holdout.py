@@ -50,5 +50,10 @@ def test_tofu_holdout_file_wins_and_missing_ones_are_skipped(data_dir, tmp_path)
                                       "finetune.retain_rows=null"])
     rows, why = holdout.holdout_rows(everything)
     assert rows is None and "every TOFU author" in why
+    # regularising on TOFU's retain set trains on every retain author: none is unseen any more
+    tofu_retain = load_config("demo", [f"model.cache_dir={tmp_path / 'empty'}", f"data.data_dir={data_dir}",
+                                       "unlearn.retain_set=tofu"])
+    rows, why = holdout.holdout_rows(tofu_retain)
+    assert rows is None and why.startswith("unlearn.retain_set=tofu trains on every retain author")
     real = load_config("demo", [f"model.cache_dir={tmp_path / 'empty'}", "scenario=real_world", "data.split=real_world"])
     assert holdout.holdout_rows(real)[0] is None

@@ -5,7 +5,8 @@
 In this order: TOFU's own ``holdout01/05/10`` (the one that goes with ``data.split``) when it is
 in the data directory or was fetched (``unlearnlm data fetch``); otherwise, for a target
 fine-tuned here, the QA of the retain evaluation authors (``retain_perturbed.json``, 20 QA per
-author) of which the target saw no question: same distribution, never trained on. A given
+author) of which neither the target's fine-tuning nor the unlearning retain set has a question
+(so none with ``unlearn.retain_set=tofu``, which holds them all): same distribution, never trained on. A given
 target (``model.target``), a target that saw every author and the real-world family get none,
 so the membership-inference metrics are skipped, never computed against members.
 """
@@ -55,7 +56,12 @@ def holdout_rows(cfg: RunConfig) -> tuple[list[dict] | None, str]:
     from unlearnlm.training.finetune import finetune_rows
 
     n = len(tofu.forget_rows(data_dir, cfg.data.split, cfg.data.tasks))
-    rows = unseen_author_rows(data_dir, {r["question"] for r in finetune_rows(cfg, "target")}, n)
+    trained = {r["question"] for r in finetune_rows(cfg, "target")}
+    if cfg.unlearn.retain_set == "tofu":  # unlearning then trains on TOFU's retain set, every author of it
+        trained |= {r["question"] for r in tofu.retain_rows(data_dir, cfg.data.split, cfg.data.tasks)}
+    rows = unseen_author_rows(data_dir, trained, n)
     if not rows:
-        return None, "the target saw every TOFU author and TOFU's holdout sets are not here: membership inference skipped"
+        why = ("unlearn.retain_set=tofu trains on every retain author" if cfg.unlearn.retain_set == "tofu"
+               else "the target saw every TOFU author")
+        return None, f"{why} and TOFU's holdout sets are not here (unlearnlm data fetch): membership inference skipped"
     return rows, f"{len(rows)} QA of retain_perturbed authors the target never saw"
