@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,6 +150,28 @@ def test_epoch_checkpoints_on_request(tiny_target, tmp_path):
         config = json.loads((folder / "config.json").read_text())
         assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]
     assert not out.with_name("epochs.checkpoints").exists()  # resume checkpoints removed once done
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]  # the snapshots' first home too
+
+
+def test_epoch_snapshots_survive_a_crash_just_before_the_manifest(tiny_target, tmp_path, monkeypatch):
+    import unlearnlm.training.base as base
+
+    cfg, target = tiny_target
+    cfg = _config(cfg, "unlearn.train.epochs=2", "unlearn.train.batch_size=20", "unlearn.train.save_every_epoch=true")
+    out = tmp_path / "epochs"
+    write_json = base.write_json
+
+    def crash_at_the_manifest(path, data):
+        if Path(path).name == "unlearnlm_manifest.json":
+            raise KeyboardInterrupt("killed")
+        write_json(path, data)
+
+    monkeypatch.setattr(base, "write_json", crash_at_the_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        unlearn_model(cfg, "ME+GD", target, out)
+    monkeypatch.setattr(base, "write_json", write_json)
+    unlearn_model(cfg, "ME+GD", target, out)  # resumes from the last checkpoint: no epoch runs again
+    assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch-1", "epoch-2"]
 
 
 def test_mask_question_defaults_follow_the_paper():

@@ -286,5 +286,6 @@ def train_job(out_dir: Path, tag: str, build: BuildJob, finish: FinishJob, merge
 
         write_model_card(out_dir)
         shutil.rmtree(folder.checkpoints, ignore_errors=True)
+        shutil.rmtree(folder.epochs_tmp, ignore_errors=True)  # per-epoch snapshots, linked into the folder
         log(f"{tag}: done in {seconds:.0f}s, {tps:.0f} real tokens/s -> {out_dir}")
     return manifest

@@ -9,6 +9,7 @@ resumed run continues exactly where it stopped (docs/method.md, "Resume").
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -252,11 +253,20 @@ def _description(n_forget: int, n_retain: int, settings, ref, n_trainable: int |
 
 
 def _keep_epoch_snapshots(folder: ModelFolder) -> None:
-    """Move the per-epoch snapshots (``train.save_every_epoch``) into the finished model folder."""
+    """Hard-link the per-epoch snapshots (``train.save_every_epoch``) into the finished model
+    folder; ``train_job`` removes the originals once the manifest is written, so a crash before
+    it keeps them for the rerun (which saves the model folder afresh)."""
     epochs_tmp = folder.epochs_tmp / "epochs"
     if epochs_tmp.is_dir():
-        shutil.move(str(epochs_tmp), str(folder.path / "epochs"))
-        shutil.rmtree(folder.epochs_tmp, ignore_errors=True)
+        shutil.rmtree(folder.path / "epochs", ignore_errors=True)
+        shutil.copytree(epochs_tmp, folder.path / "epochs", copy_function=_link_or_copy)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
 
 
 def _reference(model, lora: bool, ref_path, model_path, cfg: RunConfig):
