@@ -54,6 +54,12 @@ def differences(base: tuple[dict, dict], other: tuple[dict, dict]) -> tuple[int,
     return changed, total, sorted(diffs, key=lambda d: -abs(d[1]))
 
 
+def largest_per_question(base: dict[str, list[dict]], other: dict[str, list[dict]], metric: str) -> float:
+    """The largest |other - base| of one metric over every question of every set."""
+    return max((abs(b[metric] - a[metric]) for s in base for a, b in zip(base[s], other[s])
+                if a.get(metric) is not None and b.get(metric) is not None), default=0.0)
+
+
 def main() -> int:
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--model", default=common.MODEL_ALIAS, help="model folder or offline alias (a fine-tuned target)")
@@ -73,6 +79,8 @@ def main() -> int:
         print("largest differences of the set means and aggregates (bf16 - fp32):")
         for name, d in diffs[:8]:
             print(f"  {name:32s} {d:+.4f}")
+        print("largest per-question difference: " + ", ".join(
+            f"{m} {largest_per_question(fp32[1], other[1], m):.4f}" for m in ("probability", "truth_ratio", "rouge")))
         print(f"SUMMARY eval_precision {mode}: largest |set mean or aggregate difference| against fp32 "
               f"({diffs[0][0]}) = {abs(diffs[0][1]):.4f}; {changed}/{total} generations changed (no goal: a report)")
     common.footer(start)

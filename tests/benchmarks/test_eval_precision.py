@@ -31,3 +31,10 @@ def test_differences_count_changed_generations_and_rank_the_mean_differences():
     # bf16 - fp32: rouge 0.47 - 0.50 = -0.03, FE 0.41 - 0.40 = +0.01, probability +0.005; MU None: skipped
     assert [name for name, _ in diffs] == ["forget rouge", "forget_efficacy", "forget probability"]
     assert [d for _, d in diffs] == pytest.approx([-0.03, 0.01, 0.005], abs=1e-12)
+
+
+def test_largest_per_question_difference_spans_every_set():
+    largest = _module().largest_per_question
+    fp32 = {"forget": [{"probability": 0.5}, {"probability": 0.2}], "retain": [{"probability": 0.9}]}
+    bf16 = {"forget": [{"probability": 0.52}, {"probability": 0.2}], "retain": [{"probability": 0.85}]}
+    assert largest(fp32, bf16, "probability") == pytest.approx(0.05)  # |0.85 - 0.9| beats |0.52 - 0.5|
