@@ -427,7 +427,7 @@ def test_non_finite_loss_or_gradient_stops_before_the_update(kind, step, epochs,
         unlearn.unlearn_model(cfg, METHOD, target, out)
     ckpt_dir = tmp_path / "unlearned.checkpoints"
     good = (step - 1) // STEPS_PER_EPOCH * STEPS_PER_EPOCH
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == [f"checkpoint-{good}"]
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == [f"checkpoint-{good}", "job.json"]  # and its job
     assert _finite_weights(ckpt_dir / f"checkpoint-{good}")
     assert not out.exists()
 
