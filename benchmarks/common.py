@@ -1,5 +1,6 @@
 """Small helpers shared by the benchmark scripts: arguments, threads, timing, peak memory,
-machine load, the SmolLM2-135M model and the TOFU forget01 task-1 rows.
+machine load, the SmolLM2-135M model, the TOFU forget01 task-1 rows, an NLI judge for the
+evaluation benchmarks and a Linear-layer FLOP counter.
 
 Every figure a benchmark judges is a ratio of two things measured in the same process and
 the same minutes (the machine is often shared), and every script ends with one line
@@ -228,3 +229,56 @@ def autocast(bf16: bool, device: str = "cpu"):
     import torch
 
     return torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- evaluation helpers
+def nli_judge(tmp: Path):
+    """The cached offline NLI judge if one is built, else a tiny random BERT NLI classifier."""
+    from unlearnlm.evaluation.judges.labels import JUDGE_INFO
+    from unlearnlm.evaluation.judges.nli import NLIJudge
+    from unlearnlm.models.offline import cache_root
+
+    built = sorted(d for d in (cache_root() / "judges").glob("nli-*")
+                   if (d / JUDGE_INFO).is_file() and (d / "model.safetensors").is_file())
+    if built:
+        judge = NLIJudge(str(built[-1]))
+        return judge, f"offline NLI judge {judge.name} ({built[-1]})"
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from unlearnlm.evaluation.judges.embedder import packaged_minilm_path
+
+    tok = AutoTokenizer.from_pretrained(str(packaged_minilm_path()))
+    config = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, max_position_embeddings=512, num_labels=3,
+        id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+        label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
+    )
+    torch.manual_seed(0)
+    folder = tmp / "tiny-nli"
+    BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return (NLIJudge(str(folder), name="tiny random BERT NLI (benchmark stand-in)"),
+            "tiny random BERT NLI classifier (2 layers, hidden 64, MiniLM tokenizer; no offline judge "
+            "built in the cache yet)")
+
+
+class LinearFlops:
+    """Counts 2 x in x out FLOPs per token row of every nn.Linear forward while active."""
+
+    def __init__(self, model):
+        import torch
+
+        self.flops, self.handles = 0.0, []
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                self.handles.append(m.register_forward_pre_hook(self._count))
+
+    def _count(self, module, args):
+        x = args[0]
+        self.flops += 2.0 * module.in_features * module.out_features * (x.numel() // x.shape[-1])
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
