@@ -321,10 +321,47 @@ def test_bf16_weights_evaluation_casts_the_model_and_stays_close_to_fp32(tiny_mo
                                             Judges(StubEmbedder(), StubNLI()), progress=False)
     import torch
 
-    assert loaded == [(torch.float32, False), (torch.bfloat16, False)]  # weights cast, autocast off
+    assert loaded == [(torch.float32, "fp32"), (torch.bfloat16, "bf16 weights")]  # weights cast, autocast off
     nll = {mode: [r["nll_answer"] for r in ev.read_records(tmp_path / mode / "retain.jsonl")] for mode in summaries}
     assert nll["weights"] != nll["false"]  # really computed in bf16
     assert nll["weights"] == pytest.approx(nll["false"], rel=0.05)
+
+
+def test_a_set_stored_at_another_precision_is_recomputed(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    """Each set summary records the precision it was computed at; ``auto`` resolves by
+    processor, so the same setting on a bf16 machine does not reuse an fp32 result."""
+    from unlearnlm.io import read_json, write_json
+    from unlearnlm.models import loading
+
+    sets = {"retain": tofu.eval_sets(data_dir, "forget01", ["1"], ds_size=2)["retain"]}
+    judges, out = Judges(StubEmbedder(), StubNLI()), tmp_path / "eval"
+    cfg = make_cfg(tiny_model_dir, data_dir)
+    cfg.eval.bf16 = "false"
+    ev.evaluate_model(tiny_model_dir, cfg, sets, "tofu", out, judges, progress=False)
+    path = out / "retain.summary.json"
+    assert read_json(path)["precision"] == "fp32"
+    assert ev.is_evaluated(cfg, sets, "tofu", out, judges)
+    cfg.eval.bf16 = "weights"
+    assert not ev.is_evaluated(cfg, sets, "tofu", out, judges)
+    cfg.eval.bf16 = "auto"
+    monkeypatch.setattr(loading, "bf16_supported", lambda: True)  # auto = bf16 autocast here
+    assert not ev.is_evaluated(cfg, sets, "tofu", out, judges)
+    monkeypatch.setattr(loading, "bf16_supported", lambda: False)  # auto = fp32 here
+    assert ev.is_evaluated(cfg, sets, "tofu", out, judges)
+    # a summary written before the precision was recorded counts as computed at this one
+    write_json(path, {k: v for k, v in read_json(path).items() if k != "precision"})
+    cfg.eval.bf16 = "weights"
+    assert ev.is_evaluated(cfg, sets, "tofu", out, judges)
+
+
+def test_eval_precision_names_what_the_setting_means_on_this_machine(monkeypatch):
+    from unlearnlm.models import loading
+
+    monkeypatch.setattr(loading, "bf16_supported", lambda: False)
+    assert [loading.eval_precision(s) for s in ("weights", "true", True, "false", False, "auto")] == \
+        ["bf16 weights", "bf16 autocast", "bf16 autocast", "fp32", "fp32", "fp32"]
+    monkeypatch.setattr(loading, "bf16_supported", lambda: True)
+    assert loading.eval_precision("auto") == "bf16 autocast"
 
 
 def test_eval_precision_option_is_checked():

@@ -56,7 +56,10 @@ def _plan(name: str, rows: list[dict], family: str, cfg: RunConfig, out_dir: Pat
     Membership-inference scores are computed only beside a holdout set (their AUC needs both)."""
     wanted = [m for m in metrics_for(eval_set(name, family).kind, family, cfg.eval.metrics)
               if holdout or "MIA" not in m.enters]
-    stored = None if force else stored_set(out_dir / f"{name}.summary.json", rows, judges_id)
+    from unlearnlm.models.loading import eval_precision  # torch: imported when needed
+
+    precision = eval_precision(cfg.eval.bf16)
+    stored = None if force else stored_set(out_dir / f"{name}.summary.json", rows, judges_id, precision)
     if stored is None or not (out_dir / f"{name}.jsonl").is_file():
         return None, wanted
     missing = [m for m in wanted if m.name not in stored["metrics"]]
@@ -79,7 +82,7 @@ def is_evaluated(cfg: RunConfig, sets: dict[str, list[dict]], family: str, out_d
 
 
 def _score_and_store(name: str, x: SetInputs, metrics: list[Metric], stored: dict | None, out_dir: Path,
-                     judges_id: dict) -> dict:
+                     judges_id: dict, precision: str) -> dict:
     start = time.time()
     old = read_records(out_dir / f"{name}.jsonl") if stored else None
     records, stages = score_set(x, metrics, old)
@@ -93,6 +96,7 @@ def _score_and_store(name: str, x: SetInputs, metrics: list[Metric], stored: dic
         "stage_seconds": {**(stored or {}).get("stage_seconds", {}), **stages},
         "questions_sha256": questions_key(x.rows),
         "judges": judges_id,
+        "precision": precision,
     }
     write_jsonl(out_dir / f"{name}.jsonl", records)
     write_json(out_dir / f"{name}.summary.json", summary)  # last: marks the set done
@@ -103,7 +107,7 @@ def _score_and_store(name: str, x: SetInputs, metrics: list[Metric], stored: dic
 def _load(model_path, cfg: RunConfig, prompt_edit=None):
     import torch
 
-    from unlearnlm.models.loading import load_model, load_tokenizer, resolve_model, use_bf16
+    from unlearnlm.models.loading import eval_precision, load_model, load_tokenizer, resolve_model
 
     t = time.time()
     path = resolve_model(str(model_path), cfg.model.cache_dir)
@@ -114,13 +118,11 @@ def _load(model_path, cfg: RunConfig, prompt_edit=None):
     model = load_model(path, cfg.model.trust_remote_code).eval()
     if torch.cuda.is_available():
         model.to("cuda")
-    weights = str(cfg.eval.bf16).lower() == "weights"  # bf16 weights: no fp32 copy, no autocast casts
-    if weights:
+    precision = eval_precision(cfg.eval.bf16)
+    if precision == "bf16 weights":  # no fp32 copy, no autocast casts
         model.to(torch.bfloat16)
-    bf16 = not weights and use_bf16(cfg.eval.bf16)
-    log(f"eval: loaded {model_path} in {time.time() - t:.1f}s (prompt format {fmt.kind}, "
-        f"{'bf16 weights' if weights else 'bf16 autocast' if bf16 else 'fp32'})")
-    return model, tokenizer, fmt, bf16
+    log(f"eval: loaded {model_path} in {time.time() - t:.1f}s (prompt format {fmt.kind}, {precision})")
+    return model, tokenizer, fmt, precision
 
 
 def _free(model) -> None:
@@ -150,14 +152,15 @@ def evaluate_model(model_path: str | Path, cfg: RunConfig, sets: dict[str, list[
     missing_tasks = [t for t in cfg.eval.lm_eval_tasks if t not in general]
     computed = len(done) < len(sets) or bool(missing_tasks)
     if computed:
-        model, tokenizer, fmt, bf16 = _load(model_path, cfg, prompt_edit)
+        model, tokenizer, fmt, precision = _load(model_path, cfg, prompt_edit)
         try:
             for name, rows in sets.items():
                 if name not in done:
                     x = SetInputs(model, tokenizer, fmt, rows, eval_set(name, family),
                                   entailment_direction(name, family), judges, cfg.eval.max_new_tokens,
-                                  cfg.eval.batch_size, bf16, name, progress)
-                    done[name] = _score_and_store(name, x, plans[name][1], plans[name][0], out_dir, judges_id)
+                                  cfg.eval.batch_size, precision == "bf16 autocast", name, progress)
+                    done[name] = _score_and_store(name, x, plans[name][1], plans[name][0], out_dir, judges_id,
+                                                  precision)
             if missing_tasks:
                 general.update(_lm_eval(model, tokenizer, missing_tasks, cfg, out_dir, general))
         finally:

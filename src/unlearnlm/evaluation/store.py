@@ -48,8 +48,10 @@ def read_records(path: str | Path) -> list[dict]:
     return records
 
 
-def stored_set(path: Path, rows: list[dict], judges: dict) -> dict | None:
-    """The set summary at ``path`` if it was computed on these same questions by these judges."""
+def stored_set(path: Path, rows: list[dict], judges: dict, precision: str | None = None) -> dict | None:
+    """The set summary at ``path`` if it was computed on these same questions by these judges,
+    at this ``precision`` (``models.loading.eval_precision``; a summary written before the
+    precision was recorded is taken as computed at it)."""
     if not path.is_file():
         return None
     try:
@@ -63,6 +65,9 @@ def stored_set(path: Path, rows: list[dict], judges: dict) -> dict | None:
         return None
     if summary.get("judges") != judges:
         log(f"{path}: computed with other judges ({summary.get('judges')}); recomputing")
+        return None
+    if precision is not None and summary.get("precision", precision) != precision:
+        log(f"{path}: computed in {summary['precision']}, this evaluation runs in {precision}; recomputing")
         return None
     summary.setdefault("metrics", list(PAPER_SIX))
     return summary

@@ -70,6 +70,14 @@ def use_bf16(setting: str | bool) -> bool:
     return s == "true"
 
 
+def eval_precision(setting: str | bool) -> str:
+    """What ``eval.bf16`` means on this machine: "bf16 weights", "bf16 autocast" or "fp32"
+    (``auto`` resolves by processor, so one setting evaluates differently on two hosts)."""
+    if str(setting).lower() == "weights":
+        return "bf16 weights"
+    return "bf16 autocast" if use_bf16(setting) else "fp32"
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
