@@ -14,21 +14,22 @@ the same greedy max_new_tokens and the same metric functions:
             batches with the KV cache, every likelihood in length-sorted batches keeping
             only the answer logits, one batched embedder call, one batched NLI call.
   previous  the pipeline before issue 17, timed after the batched run: ``score_set`` with
-            ``share_prompts=False`` (every likelihood pair its own sequence) and generation by
+            ``share_prompts=False`` (every likelihood pair its own sequence), generation by
             transformers' ``model.generate`` (which keeps computing finished rows until the
-            batch's longest is done), as ``reference_generate`` below; its speed ratio and the
-            largest metric difference are printed.
-  naive     written here: one question generated at a time (model.generate, batch 1), one
-            forward per (question, answer) padded to ``--pad-to`` tokens (500, as the
-            reference code) with the full logits, one sentence per embedder call, one pair
-            per NLI call.
+            batch's longest is done), as ``reference_generate`` below, and the mean NLL by
+            cross_entropy on a float32 copy of all answer logits (``reference_nll_from``); its
+            speed ratio and the largest metric difference are printed.
+  naive     written here: one question generated at a time (model.generate, batch 1), one forward
+            per (question, answer) padded to ``--pad-to`` tokens (500, as the reference code)
+            with the full logits, one sentence per embedder call, one pair per NLI call.
 
 Roofline line (batched run): the FLOPs of every Linear layer it ran (2 x in x out per token
 row, counted by forward hooks; attention and elementwise work not counted) over the time of
 generation + likelihoods, against the fp32 (or bf16) 2048^3 matmul peak measured in the same
 run, and the generated tokens per second.
 
-``--set forget --n 20 --max-new-tokens 64`` is the issue-17 setting (20 forget questions).
+``--set forget --n 20 --max-new-tokens 64 --batch-size 32`` is the issue-17 setting (20 forget questions
+in one generation batch).
 ``--now-precision weights`` runs the batched pipeline as ``eval.bf16=weights`` does (the weights
 cast to bf16, no autocast) while the previous and naive pipelines keep ``--dtype``: the issue-17
 comparison on a processor with native bf16 (``--dtype auto`` there is the autocast that was the
@@ -69,6 +70,16 @@ def reference_generate(model, input_ids, attention_mask, max_new_tokens, stops):
                               pad_token_id=0, eos_token_id=sorted(stops))
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
     return out[:, input_ids.shape[1]:].tolist()
+
+
+def reference_nll_from(answer, n: int) -> list[float]:
+    """The likelihood reduction as before: cross_entropy on a float32 copy of all answer logits."""
+    import torch
+
+    per_token = torch.nn.functional.cross_entropy(answer.logits[answer.where].float(), answer.targets,
+                                                  reduction="none")
+    sums = torch.zeros(n, dtype=torch.float64).index_add_(0, answer.rows, per_token.double())
+    return (sums / torch.bincount(answer.rows, minlength=n).double()).tolist()
 
 
 # --------------------------------------------------------------------------- naive pipeline
@@ -197,6 +208,7 @@ def _arguments():
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--set", choices=("retain", "forget"), default="retain", help="TOFU evaluation set (task 1)")
     p.add_argument("--model", help="a model folder instead of the offline SmolLM2-135M (e.g. a fine-tuned target)")
+    p.add_argument("--batch-size", type=int, help="eval batch size of every pipeline (default: eval's, 16)")
     p.add_argument("--now-precision", choices=("same", "weights"), default="same",
                    help="same (default): every pipeline at --dtype; weights: the batched pipeline with bf16 "
                         "weights (eval.bf16=weights), the others at --dtype")
@@ -220,7 +232,7 @@ def _bench(args, judges) -> Bench:
     model.eval()
     bf16 = use_bf16("auto") if args.dtype == "auto" else args.dtype == "bf16"
     return Bench(args, model, tok, fmt, str(path), rows, eval_set(args.set, "tofu"),
-                 entailment_direction(args.set, "tofu"), judges, EvalConfig().batch_size, bf16)
+                 entailment_direction(args.set, "tofu"), judges, args.batch_size or EvalConfig().batch_size, bf16)
 
 
 def _batched(bench: Bench, six) -> tuple[list, dict, float]:
@@ -260,18 +272,19 @@ def _batched(bench: Bench, six) -> tuple[list, dict, float]:
 
 
 def _previous(bench: Bench, six) -> tuple[list, dict, float]:
-    """The pipeline before issue 17: no shared prompts, generation by model.generate."""
-    from unlearnlm.evaluation import generation
+    """The pipeline before issue 17: no shared prompts, generation by model.generate, mean NLL by
+    cross_entropy."""
+    from unlearnlm.evaluation import generation, likelihood
     from unlearnlm.evaluation.evaluate import score_set
 
     print(f"\n-- previous pipeline (share_prompts=False, model.generate) on {len(bench.rows)} rows; load "
           f"{common.load_average()}", flush=True)
-    current, t = generation.greedy_batch, time.perf_counter()
-    generation.greedy_batch = reference_generate
+    current, nll_from, t = generation.greedy_batch, likelihood._nll_from, time.perf_counter()
+    generation.greedy_batch, likelihood._nll_from = reference_generate, reference_nll_from
     try:
         scored, stages = score_set(bench.inputs(bench.rows, bench.args.set, share_prompts=False), six)
     finally:
-        generation.greedy_batch = current
+        generation.greedy_batch, likelihood._nll_from = current, nll_from
     seconds = time.perf_counter() - t
     print(f"   {seconds:.1f}s; stages " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)
     return scored, stages, seconds
@@ -308,8 +321,8 @@ def _against_previous(now: Bench, bench: Bench, batched, previous) -> str:
     diffs = ", ".join(f"{m} {v:.2e}" for m, v in _largest_differences(b_rows, p_rows).items())
     print(f"against the previous pipeline: {t_previous / t_batched:.2f}x faster (generation "
           f"{p_stages['generation'] / max(stages['generation'], 1e-9):.2f}x, likelihood "
-          f"{p_stages['likelihood'] / max(stages['likelihood'], 1e-9):.2f}x); identical generations "
-          f"{same_gen}/{n}; max |now - previous| {diffs}")
+          f"{p_stages['likelihood'] / max(stages['likelihood'], 1e-9):.2f}x); the generations and metric "
+          f"differences are in the SUMMARY line")
     return common.summary("eval_speed_vs_previous",
                           f"now ({now.precision}, {t_batched:.1f}s) / previous ({bench.precision}, {t_previous:.1f}s) "
                           f"on {n} TOFU {bench.args.set} rows x {bench.args.max_new_tokens} new tokens; identical "

@@ -6,6 +6,7 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,3 +54,20 @@ def test_linear_flops_counts_two_in_out_per_token_row():
     counter.remove()
     model(torch.zeros(1, 4))  # not counted after remove()
     assert counter.flops == 10 * (2 * 4 * 3 + 2 * 3 * 2)  # 10 x (24 + 12) = 360
+
+
+def test_reference_nll_from_agrees_with_the_pipelines_reduction():
+    """The previous pipeline's cross_entropy and today's chunked logsumexp give the same mean NLL
+    on random logits with padding (positions the mask leaves out), chunk boundaries included."""
+    from unlearnlm.evaluation.likelihood import AnswerLogits, _nll_from
+
+    module = _module()
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g) * 4
+    keep = torch.tensor([[1, 1, 1, 1, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    targets = torch.randint(0, 11, (3, 5), generator=g)
+    answer = AnswerLogits(logits, keep.nonzero(as_tuple=True), targets[keep])
+    want = module.reference_nll_from(answer, 3)
+    assert _nll_from(answer, 3, chunk=4) == pytest.approx(want, abs=1e-6)
+    # and both against the definition, example 1: its single token
+    assert want[1] == pytest.approx(float(torch.logsumexp(logits[1, 0], 0) - logits[1, 0, targets[1, 0]]), abs=1e-6)

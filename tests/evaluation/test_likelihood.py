@@ -113,3 +113,23 @@ def test_shared_prompts_give_the_same_likelihoods_and_token_stats(tiny, family):
         assert x["hit"] == y["hit"]
         for key in ("logp", "mu", "sigma"):  # float32 reassociation; sigma's E[x^2] - mu^2 cancels
             assert x[key] == pytest.approx(y[key], abs=1e-4)
+
+
+@pytest.mark.parametrize("chunk, dtype, tol", [(1, torch.float32, 1e-6), (2, torch.float32, 1e-6),
+                                               (256, torch.float32, 1e-6), (2, torch.bfloat16, 2e-2)])
+def test_nll_from_matches_hand_arithmetic_at_every_chunk_size(chunk, dtype, tol):
+    """Two examples on a 3-token vocabulary. Logits (0, 0, 0) give every token p = 1/3;
+    (0, ln 2, ln 5) give p = 1/8, 2/8, 5/8. Example 0 predicts token 1 under the first, then
+    token 2 under the second: mean NLL (ln 3 + ln 8/5) / 2. Example 1 predicts token 0 under
+    the second: ln 8; its second position is padding (junk logits, not read)."""
+    import math
+
+    from unlearnlm.evaluation.likelihood import AnswerLogits, _nll_from
+
+    flat, skewed = [0.0, 0.0, 0.0], [0.0, math.log(2), math.log(5)]
+    logits = torch.tensor([[flat, skewed], [skewed, [9.0, -9.0, 3.0]]], dtype=dtype)
+    where = (torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]))
+    got = _nll_from(AnswerLogits(logits, where, torch.tensor([1, 2, 0])), 2, chunk=chunk)
+    want = [(math.log(3) + math.log(8 / 5)) / 2, math.log(8)]
+    # tol: bf16 stores ln 2 and ln 5 to about 3 significant digits
+    assert got == pytest.approx(want, abs=tol)
