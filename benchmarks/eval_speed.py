@@ -1,8 +1,7 @@
 """Evaluation examples/s: this project's batched score_set vs a straightforward per-example pipeline.
 
-    python benchmarks/eval_speed.py [--n 50] [--naive-budget 240] [--dtype auto|fp32|bf16]
-                                    [--pad-to 500] [--max-new-tokens 32] [--quick] [--threads auto]
-                                    [--now-precision same|weights]
+    python benchmarks/eval_speed.py [--n 50] [--naive-budget 240] [--dtype auto|fp32|bf16] [--pad-to 500]
+        [--max-new-tokens 32] [--batch-size 16] [--now-precision same|weights] [--quick] [--threads auto]
 
 Both pipelines score the same rows (the first ``--n`` of TOFU's retain evaluation set, 50 by
 default) with SmolLM2-135M, the packaged all-MiniLM-L6-v2 embedder and one NLI judge (the
@@ -23,13 +22,11 @@ the same greedy max_new_tokens and the same metric functions:
             per (question, answer) padded to ``--pad-to`` tokens (500, as the reference code)
             with the full logits, one sentence per embedder call, one pair per NLI call.
 
-Roofline line (batched run): the FLOPs of every Linear layer it ran (2 x in x out per token
-row, counted by forward hooks; attention and elementwise work not counted) over the time of
-generation + likelihoods, against the fp32 (or bf16) 2048^3 matmul peak measured in the same
-run, and the generated tokens per second.
-
-``--set forget --n 20 --max-new-tokens 64 --batch-size 32`` is the issue-17 setting (20 forget questions
-in one generation batch).
+Roofline line (batched run): the FLOPs of every Linear layer it ran (2 x in x out per token row,
+counted by forward hooks; attention and elementwise work not counted) over the time of generation
++ likelihoods, against the fp32 (or bf16) 2048^3 matmul peak measured in the same run, and the
+generated tokens per second. ``--set forget --n 20 --max-new-tokens 64 --batch-size 32`` is the
+issue-17 setting (20 forget questions in one generation batch).
 ``--now-precision weights`` runs the batched pipeline as ``eval.bf16=weights`` does (the weights
 cast to bf16, no autocast) while the previous and naive pipelines keep ``--dtype``: the issue-17
 comparison on a processor with native bf16 (``--dtype auto`` there is the autocast that was the
@@ -76,10 +73,11 @@ def reference_nll_from(answer, n: int) -> list[float]:
     """The likelihood reduction as before: cross_entropy on a float32 copy of all answer logits."""
     import torch
 
+    from unlearnlm.evaluation.likelihood import example_means
+
     per_token = torch.nn.functional.cross_entropy(answer.logits[answer.where].float(), answer.targets,
                                                   reduction="none")
-    sums = torch.zeros(n, dtype=torch.float64).index_add_(0, answer.rows, per_token.double())
-    return (sums / torch.bincount(answer.rows, minlength=n).double()).tolist()
+    return example_means(per_token, answer.rows, n)
 
 
 # --------------------------------------------------------------------------- naive pipeline
@@ -164,7 +162,9 @@ class Bench:
 
     @property
     def precision(self) -> str:
-        return "bf16 weights" if self.weights_bf16 else "bf16 autocast" if self.bf16 else "fp32"
+        from unlearnlm.models.loading import eval_precision
+
+        return eval_precision("weights" if self.weights_bf16 else self.bf16)
 
     def inputs(self, rows, name: str, share_prompts: bool = True):
         from unlearnlm.evaluation.stages import SetInputs

@@ -73,11 +73,13 @@ def _nll_from(answer: AnswerLogits, n: int, chunk: int = 64) -> list[float]:
     y = answer.targets
     per_token = [torch.logsumexp(z, dim=-1) - z.gather(-1, y[c : c + len(z), None])[:, 0]
                  for c, z in answer.chunks(chunk)]
-    sums = torch.zeros(n, dtype=torch.float64, device=y.device)
-    if per_token:
-        sums.index_add_(0, answer.rows, torch.cat(per_token).double())
-    counts = torch.bincount(answer.rows, minlength=n).double()
-    return (sums / counts).tolist()
+    return example_means(torch.cat(per_token) if per_token else y.new_zeros(0, dtype=torch.float32), answer.rows, n)
+
+
+def example_means(per_token: torch.Tensor, rows: torch.Tensor, n: int) -> list[float]:
+    """Mean of the per-token values of each of ``n`` examples (``rows``: the example of each), in float64."""
+    sums = torch.zeros(n, dtype=torch.float64, device=per_token.device).index_add_(0, rows, per_token.double())
+    return (sums / torch.bincount(rows, minlength=n).double()).tolist()
 
 
 def _stats_from(answer: AnswerLogits, n: int, chunk: int = 64) -> list[dict]:
@@ -164,10 +166,10 @@ def _per_pair(model, tokenizer, fmt: PromptFormat, pairs, batch_size: int, bf16:
     with torch.inference_mode(), autocast(model, bf16):
         for kind, idx in jobs:
             if kind == "shared":
-                logits = shared_prompt_logits(model, prompts[unique[idx[0]][0]], [answers[i] for i in idx], pad_id, trim)
+                scored = shared_prompt_logits(model, prompts[unique[idx[0]][0]], [answers[i] for i in idx], pad_id, trim)
             else:
-                logits = _answer_logits(model, [features[i] for i in idx], pad_id, trim)
-            for i, v in zip(idx, reduce(logits, len(idx))):
+                scored = _answer_logits(model, [features[i] for i in idx], pad_id, trim)
+            for i, v in zip(idx, reduce(scored, len(idx))):
                 values[i] = v
     by_pair = dict(zip(unique, values))
     return [by_pair[(str(q), str(a))] for q, a in pairs]
@@ -223,9 +225,9 @@ def answer_grad_norms(model, tokenizer, fmt: PromptFormat, pairs: Sequence[tuple
         for q, a in items:
             prompt, answer = prompt_ids(tokenizer, fmt, str(q)), answer_ids(tokenizer, fmt, str(a))
             feature = {"input_ids": prompt + answer, "labels": [IGNORE] * len(prompt) + answer}
-            answer = _answer_logits(model, [feature], pad_id, trim)
-            logits = answer.logits[answer.where].float()
-            out.append(mean_grad_norm(F.cross_entropy(logits, answer.targets), params))
+            scored = _answer_logits(model, [feature], pad_id, trim)
+            loss = F.cross_entropy(scored.logits[scored.where].float(), scored.targets)
+            out.append(mean_grad_norm(loss, params))
     finally:
         for p, flag in zip(params, trainable):
             p.requires_grad_(flag)
